@@ -1,0 +1,46 @@
+"""Tables of the ledger, as SQLAlchemy Core metadata (the migrations are the source of truth)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid alias), never a BIGINT one.
+_SeqType = BigInteger().with_variant(Integer, "sqlite")
+
+journal = Table(
+    "journal",
+    metadata,
+    Column("seq", _SeqType, primary_key=True, autoincrement=True),
+    Column("event_id", Text, nullable=False),
+    Column("account_id", Text, nullable=True),
+    Column("kind", Text, nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("recorded_ns", BigInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    UniqueConstraint("event_id", name="uq_journal_event_id"),
+    Index("ix_journal_account_id", "account_id"),
+)
+"""Append-only log of encoded events: `seq` is the global order, `event_id` makes retries no-ops."""
+
+account_snapshots = Table(
+    "account_snapshots",
+    metadata,
+    Column("account_id", Text, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+)
+"""Latest encoded state per account; `version` counts the events applied to reach it."""
