@@ -1,0 +1,1 @@
+"""Platform bridge: events and commands, decoding at the edge, the worker pool, the simulator."""

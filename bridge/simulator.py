@@ -1,0 +1,394 @@
+"""A platform simulator: the trading server the demo and the tests trade against.
+
+It behaves like a MetaTrader-style server seen from the bridge: random-walk prices, traders opening
+and closing positions (deals numbered in increasing order, position id = opening deal id, profit
+rounded to cents, commission per lot), JSON messages pulled in batches, and commands that take
+effect: a disabled account can no longer trade, and attempts are rejected as the real server would.
+
+It is also the ground truth. It keeps its own brute-force equity for every account (a separate
+implementation from the account entity) and records the first event at which each account reached
+a loss limit, so a run can report missed and false breaches, not just speed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+import zoneinfo
+from array import array
+from collections import deque
+from collections.abc import Sequence
+
+import msgspec
+
+from bridge.commands import AnyPlatformCommand, CloseAllPositions
+from bridge.events import (
+    AnyPlatformEvent,
+    DealEntry,
+    DealExecuted,
+    PriceTicked,
+    Side,
+    TradingDisabled,
+)
+from bridge.instruments import DEFAULT_INSTRUMENTS, Instrument
+
+# A Monday morning: the demo never crosses a trading-day boundary unless it runs for hours.
+SIM_EPOCH_NS = 1_772_442_000 * 1_000_000_000  # 2026-03-02T09:00:00Z
+COMMISSION_PER_LOT = 3.5
+TRADE_DISABLED = 10017  # MetaTrader 5 retcode TRADE_RETCODE_TRADE_DISABLED
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """The loss limits the oracle checks (the plan the firm sold): fractions of initial balance."""
+
+    initial_balance: float = 100_000.0
+    daily_loss_pct: float = 5.0
+    max_loss_pct: float = 10.0
+    day_timezone: str = "Europe/Prague"
+
+
+class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
+    seed: int = 1
+    server: str = "sim-1"
+    ticks_per_second: float = 10.0  # per symbol
+    trades_per_trader_per_minute: float = 6.0
+    reckless_fraction: float = 0.05
+    careful_risk_per_tick: float = 10.0  # USD moved per typical tick by one position
+    reckless_risk_per_tick: float = 450.0
+    limits: Limits = Limits()
+    instruments: tuple[Instrument, ...] = DEFAULT_INSTRUMENTS
+
+
+class SimPosition(msgspec.Struct, kw_only=True):
+    symbol: str
+    side: Side
+    volume: float
+    open_price: float
+    contract_size: float
+
+
+class SimAccount(msgspec.Struct, kw_only=True):
+    account_id: str
+    balance: float
+    day_start_balance: float
+    reckless: bool
+    positions: dict[int, SimPosition] = msgspec.field(default_factory=dict)
+    enabled: bool = True
+    disabled_by: str | None = None
+
+
+class Crossing(msgspec.Struct, frozen=True, kw_only=True):
+    """The first event at which an account's equity reached a loss limit."""
+
+    account_id: str
+    event_id: str
+    rule: str
+    equity: float
+    floor: float
+
+
+class SimulatorReport(msgspec.Struct, kw_only=True):
+    accounts: int
+    events: int
+    deals: int
+    crossed: dict[str, Crossing]
+    disabled: list[str]
+    rejected_after_disable: int
+    breach_to_freeze_ns: list[int]
+
+
+class PlatformSimulator:
+    """The simulated server. Deterministic for a seed and a sequence of `advance` intervals."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.mid = {i.symbol: i.start_price for i in config.instruments}
+        self.instruments = {i.symbol: i for i in config.instruments}
+        self.accounts: dict[str, SimAccount] = {}
+        self.holders: dict[str, set[str]] = {i.symbol: set() for i in config.instruments}
+        self.outbox: deque[tuple[int, bytes]] = deque()
+        self.handed_over_ns = array("q")  # wall time each event left the server, by sequence
+        self.seq = 0
+        self.deal_seq = 0
+        self.sim_ns = SIM_EPOCH_NS
+        self.next_rollover_ns = _next_midnight_ns(SIM_EPOCH_NS, config.limits.day_timezone)
+        self.crossed: dict[str, Crossing] = {}
+        self.rejected_after_disable = 0
+        self.latencies: list[int] = []
+
+    # -- accounts -------------------------------------------------------------------------------
+
+    def provision(self, account_ids: Sequence[str]) -> int:
+        """Open accounts at the initial balance; a fixed share of them trade recklessly."""
+        created = 0
+        for account_id in account_ids:
+            if account_id in self.accounts:
+                continue
+            reckless = self.rng.random() < self.config.reckless_fraction
+            self.accounts[account_id] = SimAccount(
+                account_id=account_id,
+                balance=self.config.limits.initial_balance,
+                day_start_balance=self.config.limits.initial_balance,
+                reckless=reckless,
+            )
+            created += 1
+        return created
+
+    # -- the world moves ------------------------------------------------------------------------
+
+    def advance(self, seconds: float) -> None:
+        """Generate what happens in the next `seconds` of simulated time."""
+        symbols = list(self.instruments)
+        n_ticks = _poisson(self.rng, self.config.ticks_per_second * len(symbols) * seconds)
+        trade_rate = self.config.trades_per_trader_per_minute / 60.0
+        n_trades = _poisson(self.rng, trade_rate * len(self.accounts) * seconds)
+        steps = ["tick"] * n_ticks + ["trade"] * n_trades
+        self.rng.shuffle(steps)
+        step_ns = int(seconds * 1e9 / max(1, len(steps)))
+        account_ids = list(self.accounts)
+        for step in steps:
+            self.sim_ns += step_ns
+            if self.sim_ns >= self.next_rollover_ns:
+                self._roll_day()
+            if step == "tick":
+                self._tick(self.rng.choice(symbols))
+            elif account_ids:
+                self._trade(self.accounts[self.rng.choice(account_ids)])
+
+    def _roll_day(self) -> None:
+        for account in self.accounts.values():
+            account.day_start_balance = account.balance
+        self.next_rollover_ns = _next_midnight_ns(self.sim_ns, self.config.limits.day_timezone)
+
+    def _tick(self, symbol: str) -> None:
+        instrument = self.instruments[symbol]
+        mid = max(self.mid[symbol] + self.rng.gauss(0.0, instrument.tick_volatility), 1e-6)
+        self.mid[symbol] = mid
+        bid, ask = self.quote(symbol)
+        event = PriceTicked(
+            event_id=self._next_id(), ts_ns=self.sim_ns, symbol=symbol, bid=bid, ask=ask
+        )
+        self._emit(event)
+        for account_id in self.holders[symbol]:
+            self._oracle(self.accounts[account_id], event.event_id)
+
+    def quote(self, symbol: str) -> tuple[float, float]:
+        instrument = self.instruments[symbol]
+        half_spread = 10**-instrument.digits
+        mid = self.mid[symbol]
+        return (
+            round(mid - half_spread, instrument.digits),
+            round(mid + half_spread, instrument.digits),
+        )
+
+    def _trade(self, account: SimAccount) -> None:
+        if not account.enabled:
+            self.rejected_after_disable += 1  # the server answers TRADE_DISABLED
+            return
+        if account.positions and self.rng.random() < 0.5:
+            position_id = self.rng.choice(list(account.positions))
+            self._close(account, position_id)
+        else:
+            self._open(account, self.rng.choice(list(self.instruments.values())))
+
+    def _open(self, account: SimAccount, instrument: Instrument) -> None:
+        side = Side.BUY if self.rng.random() < 0.5 else Side.SELL
+        risk = (
+            self.config.reckless_risk_per_tick
+            if account.reckless
+            else self.config.careful_risk_per_tick
+        )
+        volume = max(0.01, round(risk / (instrument.tick_volatility * instrument.contract_size), 2))
+        bid, ask = self.quote(instrument.symbol)
+        price = ask if side is Side.BUY else bid
+        deal_id = self._next_deal()
+        account.positions[deal_id] = SimPosition(
+            symbol=instrument.symbol,
+            side=side,
+            volume=volume,
+            open_price=price,
+            contract_size=instrument.contract_size,
+        )
+        self.holders[instrument.symbol].add(account.account_id)
+        self._deal(
+            account, DealEntry.IN, deal_id, deal_id, instrument.symbol, side, volume, price, 0.0
+        )
+
+    def _close(self, account: SimAccount, position_id: int) -> None:
+        position = account.positions.pop(position_id)
+        bid, ask = self.quote(position.symbol)
+        price = bid if position.side is Side.BUY else ask
+        direction = 1.0 if position.side is Side.BUY else -1.0
+        profit = round(
+            direction * (price - position.open_price) * position.volume * position.contract_size, 2
+        )
+        if not any(p.symbol == position.symbol for p in account.positions.values()):
+            self.holders[position.symbol].discard(account.account_id)
+        closing = Side.SELL if position.side is Side.BUY else Side.BUY
+        self._deal(
+            account,
+            DealEntry.OUT,
+            self._next_deal(),
+            position_id,
+            position.symbol,
+            closing,
+            position.volume,
+            price,
+            profit,
+        )
+
+    def _deal(
+        self,
+        account: SimAccount,
+        entry: DealEntry,
+        deal_id: int,
+        position_id: int,
+        symbol: str,
+        side: Side,
+        volume: float,
+        price: float,
+        profit: float,
+    ) -> None:
+        commission = -round(COMMISSION_PER_LOT * volume, 2)
+        account.balance += profit + commission
+        event = DealExecuted(
+            event_id=self._next_id(),
+            ts_ns=self.sim_ns,
+            account_id=account.account_id,
+            deal_id=deal_id,
+            position_id=position_id,
+            symbol=symbol,
+            entry=entry,
+            side=side,
+            volume=volume,
+            price=price,
+            profit=profit,
+            commission=commission,
+        )
+        self._emit(event)
+        self._oracle(account, event.event_id)
+
+    # -- ground truth ---------------------------------------------------------------------------
+
+    def equity(self, account: SimAccount) -> float:
+        """Balance plus floating P&L, longs at the bid and shorts at the ask."""
+        floating = 0.0
+        for p in account.positions.values():
+            bid, ask = self.quote(p.symbol)
+            if p.side is Side.BUY:
+                floating += (bid - p.open_price) * p.volume * p.contract_size
+            else:
+                floating += (p.open_price - ask) * p.volume * p.contract_size
+        return account.balance + floating
+
+    def _oracle(self, account: SimAccount, event_id: str) -> None:
+        if account.account_id in self.crossed:
+            return
+        limits = self.config.limits
+        daily = account.day_start_balance - limits.initial_balance * limits.daily_loss_pct / 100
+        static = limits.initial_balance * (1 - limits.max_loss_pct / 100)
+        rule, floor = ("max_loss", static) if static >= daily else ("daily_loss", daily)
+        equity = self.equity(account)
+        if equity <= floor:
+            self.crossed[account.account_id] = Crossing(
+                account_id=account.account_id,
+                event_id=event_id,
+                rule=rule,
+                equity=equity,
+                floor=floor,
+            )
+
+    # -- the wire -------------------------------------------------------------------------------
+
+    def _next_id(self) -> str:
+        self.seq += 1
+        return f"{self.config.server}:{self.seq}"
+
+    def _next_deal(self) -> int:
+        self.deal_seq += 1
+        return self.deal_seq
+
+    def _emit(self, event: AnyPlatformEvent) -> None:
+        self.outbox.append((self.seq, msgspec.json.encode(event)))
+
+    def take(self, max_events: int) -> list[bytes]:
+        """Hand up to `max_events` JSON messages to the bridge, oldest first."""
+        now = time.time_ns()
+        taken: list[bytes] = []
+        while self.outbox and len(taken) < max_events:
+            seq, message = self.outbox.popleft()
+            taken.append(message)
+            if seq == 0:  # injected from outside the simulation: no timing to keep
+                continue
+            if seq > len(self.handed_over_ns):
+                self.handed_over_ns.extend([0] * (seq - len(self.handed_over_ns)))
+            self.handed_over_ns[seq - 1] = now
+        return taken
+
+    def execute(self, commands: Sequence[AnyPlatformCommand]) -> list[int]:
+        """Carry out commands; returns a retcode per command (0 done)."""
+        return [self._execute(c) for c in commands]
+
+    def _execute(self, command: AnyPlatformCommand) -> int:
+        account = self.accounts.get(command.account_id)
+        if account is None:
+            return 10013  # TRADE_RETCODE_INVALID: no such account
+        if isinstance(command, CloseAllPositions):
+            for position_id in list(account.positions):
+                self._close(account, position_id)
+            return 0
+        if account.enabled:
+            account.enabled = False
+            account.disabled_by = command.command_id
+            self._record_latency(command.caused_by)
+        # Confirm every time, so a retried command whose confirmation was lost is confirmed again.
+        self._emit(
+            TradingDisabled(
+                event_id=self._next_id(),
+                ts_ns=self.sim_ns,
+                account_id=account.account_id,
+                command_id=command.command_id,
+            )
+        )
+        return 0
+
+    def _record_latency(self, caused_by: str) -> None:
+        server, _, seq = caused_by.rpartition(":")
+        if server == self.config.server and seq.isdigit():
+            index = int(seq) - 1
+            if 0 <= index < len(self.handed_over_ns) and self.handed_over_ns[index]:
+                self.latencies.append(time.time_ns() - self.handed_over_ns[index])
+
+    def report(self) -> SimulatorReport:
+        return SimulatorReport(
+            accounts=len(self.accounts),
+            events=self.seq,
+            deals=self.deal_seq,
+            crossed=dict(self.crossed),
+            disabled=sorted(a.account_id for a in self.accounts.values() if not a.enabled),
+            rejected_after_disable=self.rejected_after_disable,
+            breach_to_freeze_ns=list(self.latencies),
+        )
+
+
+def _next_midnight_ns(ts_ns: int, timezone: str) -> int:
+    zone = zoneinfo.ZoneInfo(timezone)
+    local = dt.datetime.fromtimestamp(ts_ns / 1e9, tz=zone)
+    midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), zone)
+    return int(midnight.timestamp()) * 1_000_000_000
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson draw (Knuth for small means, normal approximation for large)."""
+    if mean <= 0:
+        return 0
+    if mean > 50:
+        return max(0, round(rng.gauss(mean, mean**0.5)))
+    limit, k, p = pow(2.718281828459045, -mean), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1

@@ -1,0 +1,192 @@
+"""`BridgeWorker`: one Ray actor per platform connection.
+
+Inbound: pull raw messages from the platform, decode and validate each at the edge (a malformed
+one is rejected alone), drop repeats by event id, and send one ordered batch per shard. Outbound:
+platform commands wait in priority lanes (a freeze goes before everything else) behind the
+connection's rate limiter, so the platform never sees more than its published limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import msgspec
+import ray
+from cachetools import LRUCache
+
+from bridge.codec import Rejection, decode_command_batch, decode_messages, encode_batch
+from bridge.commands import AnyPlatformCommand
+from bridge.events import AnyPlatformEvent, PriceTicked
+from bridge.platform import Platform
+from bridge.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+
+class Placement(Protocol):
+    """Which shard hosts an account (the actors' router satisfies it)."""
+
+    shard_count: int
+
+    def shard_of(self, account_id: str) -> int: ...
+
+
+class IngestReport(msgspec.Struct, kw_only=True):
+    """What became of one inbound batch."""
+
+    received: int
+    applied: int
+    duplicates: int
+    rejected: list[Rejection]
+
+
+class BridgeStats(msgspec.Struct, kw_only=True):
+    connection: str
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    commands_sent: int = 0
+    command_failures: int = 0
+
+
+class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    connection: str
+    requests_per_second: float = 50.0
+    burst: int = 10
+    max_batch: int = 5_000
+    poll_interval_s: float = 0.01
+    commands_per_request: int = 100
+    dedupe_window: int = 200_000
+
+
+class BridgeWorker:
+    """Bridges one platform connection to the account shards."""
+
+    def __init__(
+        self, config: WorkerConfig, platform: Platform, shards: Sequence[Any], placement: Placement
+    ) -> None:
+        self.config = config
+        self.platform = platform
+        self.shards = list(shards)
+        self.placement = placement
+        self.seen: LRUCache[str, None] = LRUCache(maxsize=config.dedupe_window)
+        self.limiter = TokenBucket(config.requests_per_second, config.burst)
+        self.lanes: asyncio.PriorityQueue[tuple[int, int, AnyPlatformCommand]] = (
+            asyncio.PriorityQueue()
+        )
+        self.order = itertools.count()
+        self.stats_ = BridgeStats(connection=config.connection)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, pull: bool = True) -> None:
+        """Start sending commands and, with `pull`, pulling events from the platform."""
+        if not self.tasks:
+            self.tasks.append(asyncio.create_task(self._send_forever()))
+            if pull:
+                self.tasks.append(asyncio.create_task(self._pull_forever()))
+
+    async def stop(self) -> None:
+        """Stop pulling; commands already queued are still sent."""
+        for task in self.tasks[1:]:
+            task.cancel()
+        await self.drain()
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait until every queued command has been sent."""
+        async with asyncio.timeout(timeout_s):
+            await self.lanes.join()
+
+    async def ingest(self, raw: Sequence[bytes]) -> IngestReport:
+        """Decode, validate, dedupe and apply one batch of raw platform messages."""
+        events, rejected = decode_messages(raw)
+        for rejection in rejected:
+            log.warning("rejected message %d: %s", rejection.index, rejection.error)
+        fresh = [e for e in events if e.event_id not in self.seen]
+        await self._deliver(fresh)
+        for event in fresh:
+            self.seen[event.event_id] = None  # only once the shard has it: a crash loses nothing
+        report = IngestReport(
+            received=len(raw),
+            applied=len(fresh),
+            duplicates=len(events) - len(fresh),
+            rejected=rejected,
+        )
+        self._count(report)
+        return report
+
+    async def _deliver(self, events: list[AnyPlatformEvent]) -> None:
+        batches: list[list[AnyPlatformEvent]] = [[] for _ in self.shards]
+        for event in events:
+            if isinstance(event, PriceTicked):
+                for batch in batches:  # any shard may host an account holding the symbol
+                    batch.append(event)
+            else:
+                batches[self.placement.shard_of(event.account_id)].append(event)
+        calls = [
+            shard.apply_batch.remote(encode_batch(batch))
+            for shard, batch in zip(self.shards, batches, strict=True)
+            if batch
+        ]
+        await asyncio.gather(*calls)
+
+    def _count(self, report: IngestReport) -> None:
+        self.stats_.received += report.received
+        self.stats_.applied += report.applied
+        self.stats_.duplicates += report.duplicates
+        self.stats_.rejected += len(report.rejected)
+
+    async def submit(self, payload: bytes) -> int:
+        """Queue a msgpack batch of platform commands in their lanes; returns how many."""
+        commands = decode_command_batch(payload)
+        for command in commands:
+            self.lanes.put_nowait((int(command.lane), next(self.order), command))
+        return len(commands)
+
+    async def provision(self, account_ids: Sequence[str]) -> int:
+        """Open accounts on the platform (one rate-limited request)."""
+        await self.limiter.acquire()
+        return await self.platform.provision(account_ids)
+
+    async def stats(self) -> BridgeStats:
+        return self.stats_
+
+    async def _pull_forever(self) -> None:
+        while True:
+            raw = await self.platform.fetch(self.config.max_batch)
+            if raw:
+                await self.ingest(raw)
+            else:
+                await asyncio.sleep(self.config.poll_interval_s)
+
+    async def _send_forever(self) -> None:
+        while True:
+            batch = [await self.lanes.get()]
+            while len(batch) < self.config.commands_per_request and not self.lanes.empty():
+                batch.append(self.lanes.get_nowait())
+            await self.limiter.acquire()
+            await self._send([command for _, _, command in batch])
+            for _ in batch:
+                self.lanes.task_done()
+
+    async def _send(self, commands: list[AnyPlatformCommand]) -> None:
+        try:
+            codes = await self.platform.execute(commands)
+        except Exception:
+            log.exception("platform refused %d commands; requeued", len(commands))
+            self.stats_.command_failures += len(commands)
+            for command in commands:
+                self.lanes.put_nowait((int(command.lane), next(self.order), command))
+            await asyncio.sleep(self.config.poll_interval_s)
+            return
+        self.stats_.commands_sent += len(commands)
+        for command, code in zip(commands, codes, strict=True):
+            if code != 0:
+                log.warning("platform answered %d to %s", code, command)
+
+
+RemoteBridgeWorker: Any = ray.remote(BridgeWorker)
