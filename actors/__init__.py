@@ -1,0 +1,1 @@
+"""The actor system: account entities, shards hosting them, the router and the runtime."""

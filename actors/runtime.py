@@ -1,0 +1,152 @@
+"""The runtime: starts the shards, the bridge pool and the platform connection, and wires them.
+
+One object owns the topology so the demo, the API and the tests start the system the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import ray
+
+from actors.plans import Plan
+from actors.router import Router
+from actors.shard import AccountView, ShardStats
+from actors.shard_actor import RemoteAccountShard
+from bridge.platform import RemoteSimulatorServer, SimulatorConnection
+from bridge.simulator import Limits, SimulatorConfig, SimulatorReport
+from bridge.worker import BridgeStats, RemoteBridgeWorker, WorkerConfig
+
+
+class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str
+    shards: int = 0  # 0: one per CPU Ray sees
+    plan: Plan
+    simulator: SimulatorConfig = SimulatorConfig()
+    bridge: WorkerConfig = WorkerConfig(connection="sim-1")
+
+
+class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
+    accounts: int
+    events: int
+    evaluations: int
+    breaches: int
+    frozen: int
+    journal_rows: int
+    rejected: int
+    bridge: BridgeStats
+    shards: list[ShardStats]
+
+
+def limits_of(plan: Plan) -> Limits:
+    """What the simulator's oracle must check: the plan the firm sold."""
+    return Limits(
+        initial_balance=plan.initial_balance,
+        daily_loss_pct=plan.daily_loss_pct,
+        max_loss_pct=plan.max_loss_pct,
+        day_timezone=plan.day_timezone,
+    )
+
+
+def default_shard_count() -> int:
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    cpus = int(resources.get("CPU", os.cpu_count() or 1))
+    return max(1, cpus)
+
+
+class Runtime:
+    """Owns the Ray actors of one running supervisor (needs `ray.init` first)."""
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+        self.router = Router(config.shards or default_shard_count())
+        self.shards: list[Any] = []
+        self.server: Any = None
+        self.worker: Any = None
+
+    async def start(self, account_ids: Sequence[str]) -> None:
+        """Create the actors, provision and host the accounts, then start the event flow."""
+        count = self.router.shard_count
+        # Shards take no CPU slot: they are I/O-bound async actors and must all fit on a small node.
+        self.shards = [
+            RemoteAccountShard.options(name=f"shard-{i}", num_cpus=0).remote(
+                i, self.config.database_url
+            )
+            for i in range(count)
+        ]
+        simulator = msgspec.structs.replace(
+            self.config.simulator, limits=limits_of(self.config.plan)
+        )
+        self.server = RemoteSimulatorServer.options(name="platform-sim-1", num_cpus=0).remote(
+            simulator
+        )
+        self.worker = RemoteBridgeWorker.options(name="bridge-sim-1", num_cpus=0).remote(
+            self.config.bridge, SimulatorConnection(self.server), self.shards, self.router
+        )
+        await asyncio.gather(*(s.attach.remote(self.worker) for s in self.shards))
+        await self.host(account_ids)
+        await self.worker.start.remote()
+
+    async def host(self, account_ids: Sequence[str]) -> None:
+        """Provision accounts on the platform, then host each on its shard."""
+        await self.worker.provision.remote(list(account_ids))
+        per_shard: list[list[tuple[str, Plan]]] = [[] for _ in self.shards]
+        for account_id in account_ids:
+            per_shard[self.router.shard_of(account_id)].append((account_id, self.config.plan))
+        await asyncio.gather(
+            *(s.register.remote(batch) for s, batch in zip(self.shards, per_shard, strict=True))
+        )
+
+    def shard_for(self, account_id: str) -> Any:
+        return self.shards[self.router.shard_of(account_id)]
+
+    async def account(self, account_id: str) -> AccountView | None:
+        view: AccountView | None = await self.shard_for(account_id).account.remote(account_id)
+        return view
+
+    async def stats(self) -> RuntimeStats:
+        shard_stats: list[ShardStats] = await asyncio.gather(
+            *(s.stats.remote() for s in self.shards)
+        )
+        bridge: BridgeStats = await self.worker.stats.remote()
+        return RuntimeStats(
+            accounts=sum(s.accounts for s in shard_stats),
+            events=bridge.applied,
+            evaluations=sum(s.evaluations for s in shard_stats),
+            breaches=sum(s.breaches for s in shard_stats),
+            frozen=sum(s.frozen for s in shard_stats),
+            journal_rows=sum(s.journal_rows for s in shard_stats),
+            rejected=bridge.rejected,
+            bridge=bridge,
+            shards=list(shard_stats),
+        )
+
+    async def stop(self, settle_timeout_s: float = 10.0) -> None:
+        """Halt the market, let in-flight freezes and confirmations land, checkpoint every shard."""
+        await self.server.halt.remote()
+        await self.settle(settle_timeout_s)
+        await self.worker.stop.remote()
+        await asyncio.gather(*(s.checkpoint.remote() for s in self.shards))
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait until the platform has nothing left to send and every breach is frozen."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            backlog: int = await self.server.backlog.remote()
+            stats = await self.stats()
+            if backlog == 0 and stats.frozen >= stats.breaches:
+                return
+            await asyncio.sleep(0.05)
+
+    async def simulator_report(self) -> SimulatorReport:
+        report: SimulatorReport = await self.server.report.remote()
+        return report
+
+    async def breached(self) -> list[str]:
+        lists: list[list[str]] = await asyncio.gather(*(s.breached.remote() for s in self.shards))
+        return sorted(a for batch in lists for a in batch)

@@ -1,0 +1,137 @@
+"""Account shards: many account entities hosted in one place, applied one event at a time.
+
+`ShardCore` is the pure part (no I/O): it hosts accounts, keeps the price book and the
+symbol -> accounts index, and turns a batch of platform events into effects. `AccountShard` is
+the Ray actor around it: it sends freezes to the bridge at once and journals in batches.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from actors.account import Account, AccountStatus, Effect, Quote
+from actors.events import RuleBreached
+from actors.plans import Plan
+from bridge.events import AnyPlatformEvent, PriceTicked
+
+
+class ShardStats(msgspec.Struct, kw_only=True):
+    shard: int
+    accounts: int = 0
+    events: int = 0
+    evaluations: int = 0
+    breaches: int = 0
+    frozen: int = 0
+    unknown_account_events: int = 0
+    journal_rows: int = 0
+
+
+class ShardCore:
+    """Hosts account entities; applies events in order and collects their effects."""
+
+    def __init__(self, shard: int) -> None:
+        self.accounts: dict[str, Account] = {}
+        self.book: dict[str, Quote] = {}
+        self.by_symbol: defaultdict[str, set[str]] = defaultdict(set)
+        self.stats = ShardStats(shard=shard)
+
+    def register(self, accounts: Iterable[tuple[str, Plan]]) -> int:
+        """Host new accounts; an id already hosted is left as it is. Returns how many were new."""
+        added = 0
+        for account_id, plan in accounts:
+            if account_id not in self.accounts:
+                self.accounts[account_id] = Account.open(account_id, plan)
+                added += 1
+        self.stats.accounts = len(self.accounts)
+        return added
+
+    def apply(self, events: Sequence[AnyPlatformEvent]) -> list[Effect]:
+        effects: list[Effect] = []
+        for event in events:
+            self.stats.events += 1
+            if isinstance(event, PriceTicked):
+                effects.extend(self._apply_tick(event))
+            else:
+                effects.extend(self._apply_to_account(event))
+        return effects
+
+    def _apply_tick(self, tick: PriceTicked) -> list[Effect]:
+        self.book[tick.symbol] = (tick.bid, tick.ask)
+        effects: list[Effect] = []
+        holders = self.by_symbol.get(tick.symbol, ())
+        for account_id in holders:
+            effects.extend(self.accounts[account_id].apply(tick, self.book))
+        self.stats.evaluations += len(holders)
+        self._count(effects)
+        return effects
+
+    def _apply_to_account(self, event: AnyPlatformEvent) -> list[Effect]:
+        account_id: str = getattr(event, "account_id", "")
+        account = self.accounts.get(account_id)
+        if account is None:
+            self.stats.unknown_account_events += 1
+            return []
+        before = account.symbols()
+        effects = account.apply(event, self.book)
+        self._reindex(account_id, before, account.symbols())
+        self.stats.evaluations += 1
+        self._count(effects)
+        return effects
+
+    def _reindex(self, account_id: str, before: set[str], after: set[str]) -> None:
+        for symbol in before - after:
+            self.by_symbol[symbol].discard(account_id)
+        for symbol in after - before:
+            self.by_symbol[symbol].add(account_id)
+
+    def _count(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            tag = type(effect).__struct_config__.tag
+            if tag == "rule_breached":
+                self.stats.breaches += 1
+            elif tag == "account_frozen":
+                self.stats.frozen += 1
+
+    def breached(self) -> list[str]:
+        return [a.account_id for a in self.accounts.values() if a.status is AccountStatus.BREACHED]
+
+
+class AccountView(msgspec.Struct, frozen=True, kw_only=True):
+    """What the API shows of one account."""
+
+    account_id: str
+    plan: str
+    status: str
+    frozen: bool
+    balance: float
+    equity: float
+    floating: float
+    day_start_balance: float
+    daily_floor: float
+    max_loss_floor: float
+    open_positions: int
+    breach: RuleBreached | None
+    events_applied: int
+    last_event_ns: int
+
+    @classmethod
+    def of(cls, account: Account) -> AccountView:
+        return cls(
+            account_id=account.account_id,
+            plan=account.plan.name,
+            status=account.status.value,
+            frozen=account.frozen is not None,
+            balance=round(account.balance, 2),
+            equity=round(account.equity, 2),
+            floating=round(account.floating, 2),
+            day_start_balance=round(account.day_start_balance, 2),
+            daily_floor=round(account.daily_floor, 2),
+            max_loss_floor=round(account.plan.max_loss_floor, 2),
+            open_positions=len(account.positions),
+            breach=account.breach,
+            events_applied=account.version,
+            last_event_ns=account.ts_ns,
+        )
