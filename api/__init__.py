@@ -1,0 +1,1 @@
+"""The operator-facing shell: settings, the aiohttp app, the CLI and the demo."""

@@ -1,0 +1,76 @@
+"""The `propvisor` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from api.settings import load_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="propvisor", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML settings file (or $PROPVISOR_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the supervisor end to end on embedded defaults")
+    demo.add_argument("--accounts", type=_positive_int, default=2000)
+    demo.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--json", type=Path, dest="json_path", help="write the summary here")
+    demo.add_argument("--database-url", help="overrides $PROPVISOR_DATABASE_URL")
+    demo.add_argument("--http-port", type=int, help="0 picks a free port")
+    demo.add_argument("--dashboard-port", type=int)
+    demo.add_argument("--shards", type=int)
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="apply migrations up to the newest")
+    upgrade.add_argument("--database-url", help="overrides $PROPVISOR_DATABASE_URL")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
+    return _db_upgrade(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from api import demo
+
+    settings = load_settings(
+        args.config,
+        database_url=args.database_url,
+        http_port=args.http_port,
+        dashboard_port=args.dashboard_port,
+        shards=args.shards,
+    )
+    options = demo.DemoOptions(
+        accounts=args.accounts, duration_s=args.duration, seed=args.seed, json_path=args.json_path
+    )
+    return demo.main(settings, options)
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from ledger.database import database_label, upgrade
+
+    settings = load_settings(args.config, database_url=args.database_url)
+    asyncio.run(upgrade(settings.database_url))
+    print(f"database at head: {database_label(settings.database_url)}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""`propvisor demo`: the whole supervisor end to end on embedded defaults.
+
+A simulated platform runs synthetic traders (a few of them reckless), the bridge feeds the account
+shards, breaching accounts are frozen back on the platform, the journal fills, and the HTTP app
+serves account state. The summary compares what the supervisor did with the simulator's ground
+truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import ray
+from aiohttp import web
+from hdrh.histogram import HdrHistogram
+
+from actors.plans import DEFAULT_PLAN
+from actors.runtime import Runtime, RuntimeConfig, RuntimeStats
+from api.app import create_app
+from api.settings import Settings
+from bridge.simulator import SimulatorConfig, SimulatorReport
+from bridge.worker import WorkerConfig
+from ledger.database import database_label, upgrade
+
+
+class Latency(msgspec.Struct, frozen=True, kw_only=True):
+    p50: float
+    p99: float
+    max: float
+
+
+class GroundTruth(msgspec.Struct, frozen=True, kw_only=True):
+    """The simulator's view: which accounts crossed a limit, and which it disabled."""
+
+    crossed: list[str]
+    disabled: list[str]
+    rejected_after_disable: int
+    missed: list[str]
+    false: list[str]
+
+
+class DemoSummary(msgspec.Struct, frozen=True, kw_only=True):
+    accounts: int
+    events: int
+    breaches: int
+    frozen: int
+    breach_to_freeze_ms: Latency
+    duration_s: float
+    database: str
+    evaluations: int
+    rejected: int
+    journal_rows: int
+    frozen_accounts: list[str]
+    simulator: GroundTruth
+
+
+class DemoOptions(msgspec.Struct, frozen=True, kw_only=True):
+    accounts: int = 2000
+    duration_s: float | None = None
+    seed: int = 1
+    json_path: Path | None = None
+
+
+def latency_ms(samples_ns: list[int]) -> Latency:
+    """p50/p99/max from an HDR histogram (microsecond resolution, up to a minute)."""
+    histogram = HdrHistogram(1, 60_000_000, 3)
+    for ns in samples_ns:
+        histogram.record_value(max(1, ns // 1000))
+    if not samples_ns:
+        return Latency(p50=0.0, p99=0.0, max=0.0)
+    return Latency(
+        p50=histogram.get_value_at_percentile(50) / 1000,
+        p99=histogram.get_value_at_percentile(99) / 1000,
+        max=histogram.get_max_value() / 1000,
+    )
+
+
+def runtime_config(settings: Settings, seed: int, run: str) -> RuntimeConfig:
+    server = f"sim-{run}"
+    return RuntimeConfig(
+        database_url=settings.database_url,
+        shards=settings.shards,
+        plan=DEFAULT_PLAN,
+        simulator=SimulatorConfig(
+            seed=seed,
+            server=server,
+            ticks_per_second=settings.ticks_per_second,
+            reckless_fraction=settings.reckless_fraction,
+        ),
+        bridge=WorkerConfig(connection=server),
+    )
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def progress_line(elapsed: float, stats: RuntimeStats, rate: float) -> str:
+    return (
+        f"[{elapsed:6.1f}s] accounts={stats.accounts} events={stats.events} ({rate:,.0f}/s) "
+        f"evaluations={stats.evaluations} breaches={stats.breaches} frozen={stats.frozen} "
+        f"rejected={stats.rejected} journaled={stats.journal_rows}"
+    )
+
+
+async def serve_http(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0]
+    return runner, f"http://{bound[0]}:{bound[1]}"
+
+
+async def watch(runtime: Runtime, duration_s: float | None, stop: asyncio.Event) -> float:
+    """Print progress every second until `duration_s` passes or `stop` is set; returns seconds."""
+    started = time.monotonic()
+    last_events, last_t = 0, started
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        now = time.monotonic()
+        stats = await runtime.stats()
+        say(progress_line(now - started, stats, (stats.events - last_events) / (now - last_t)))
+        last_events, last_t = stats.events, now
+        if duration_s is not None and now - started >= duration_s:
+            break
+    return time.monotonic() - started
+
+
+def ground_truth(report: SimulatorReport, frozen: list[str]) -> GroundTruth:
+    crossed = sorted(report.crossed)
+    return GroundTruth(
+        crossed=crossed,
+        disabled=report.disabled,
+        rejected_after_disable=report.rejected_after_disable,
+        missed=sorted(set(crossed) - set(frozen)),
+        false=sorted(set(frozen) - set(crossed)),
+    )
+
+
+async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
+    """Run the demo on an initialised Ray; returns the summary."""
+    await upgrade(settings.database_url)
+    run_id = secrets.token_hex(3)
+    runtime = Runtime(runtime_config(settings, options.seed, run_id))
+    account_ids = [f"{run_id}-{i:05d}" for i in range(1, options.accounts + 1)]
+    await runtime.start(account_ids)
+    runner, address = await serve_http(create_app(runtime), settings.http_host, settings.http_port)
+    say(f"HTTP app:       {address}/api/v1/accounts/{account_ids[0]}")
+    say(f"shards={runtime.router.shard_count} database={database_label(settings.database_url)}")
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    try:
+        elapsed = await watch(runtime, options.duration_s, stop)
+        say("stopping: halting the market, settling freezes, checkpointing…")
+        await runtime.stop()
+        return await summarise(runtime, settings, elapsed)
+    finally:
+        await runner.cleanup()
+
+
+async def summarise(runtime: Runtime, settings: Settings, elapsed: float) -> DemoSummary:
+    stats = await runtime.stats()
+    report = await runtime.simulator_report()
+    frozen = await runtime.breached()
+    return DemoSummary(
+        accounts=stats.accounts,
+        events=stats.events,
+        breaches=stats.breaches,
+        frozen=stats.frozen,
+        breach_to_freeze_ms=latency_ms(report.breach_to_freeze_ns),
+        duration_s=round(elapsed, 3),
+        database=database_label(settings.database_url),
+        evaluations=stats.evaluations,
+        rejected=stats.rejected,
+        journal_rows=stats.journal_rows,
+        frozen_accounts=frozen,
+        simulator=ground_truth(report, frozen),
+    )
+
+
+def main(settings: Settings, options: DemoOptions) -> int:
+    """Start Ray, run the demo under uvloop, write and print the summary."""
+    import uvloop
+
+    context = ray.init(
+        address=settings.ray_address,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=settings.dashboard_port,
+        configure_logging=False,
+    )
+    say(f"Ray dashboard:  http://{context.dashboard_url}")
+    try:
+        summary = uvloop.run(run(settings, options))
+    finally:
+        ray.shutdown()
+    encoded = msgspec.json.format(msgspec.json.encode(summary), indent=2)
+    if options.json_path is not None:
+        options.json_path.write_bytes(encoded + b"\n")
+    brief = msgspec.structs.replace(summary, frozen_accounts=[])
+    say(msgspec.json.format(msgspec.json.encode(brief), indent=2).decode())
+    truth = summary.simulator
+    return 0 if not truth.missed and not truth.false and summary.frozen == summary.breaches else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(Settings(), DemoOptions(duration_s=10)))
