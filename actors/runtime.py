@@ -70,21 +70,21 @@ class Runtime:
 
     async def start(self, account_ids: Sequence[str]) -> None:
         """Create the actors, provision and host the accounts, then start the event flow."""
-        count = self.router.shard_count
-        # Shards take no CPU slot: they are I/O-bound async actors and must all fit on a small node.
+        # Actors take no CPU slot: they are I/O-bound async actors and must all fit on a small node.
+        prefix = self.config.bridge.connection
         self.shards = [
-            RemoteAccountShard.options(name=f"shard-{i}", num_cpus=0).remote(
+            RemoteAccountShard.options(name=f"{prefix}/shard-{i}", num_cpus=0).remote(
                 i, self.config.database_url
             )
-            for i in range(count)
+            for i in range(self.router.shard_count)
         ]
         simulator = msgspec.structs.replace(
             self.config.simulator, limits=limits_of(self.config.plan)
         )
-        self.server = RemoteSimulatorServer.options(name="platform-sim-1", num_cpus=0).remote(
+        self.server = RemoteSimulatorServer.options(name=f"{prefix}/platform", num_cpus=0).remote(
             simulator
         )
-        self.worker = RemoteBridgeWorker.options(name="bridge-sim-1", num_cpus=0).remote(
+        self.worker = RemoteBridgeWorker.options(name=f"{prefix}/bridge", num_cpus=0).remote(
             self.config.bridge, SimulatorConnection(self.server), self.shards, self.router
         )
         await asyncio.gather(*(s.attach.remote(self.worker) for s in self.shards))
@@ -148,5 +148,22 @@ class Runtime:
         return report
 
     async def breached(self) -> list[str]:
-        lists: list[list[str]] = await asyncio.gather(*(s.breached.remote() for s in self.shards))
+        """Accounts that breached a rule, across all shards."""
+        return await self._gather_ids("breached")
+
+    async def frozen(self) -> list[str]:
+        """Accounts whose freeze the platform confirmed, across all shards."""
+        return await self._gather_ids("frozen")
+
+    async def _gather_ids(self, method: str) -> list[str]:
+        lists: list[list[str]] = await asyncio.gather(
+            *(getattr(s, method).remote() for s in self.shards)
+        )
         return sorted(a for batch in lists for a in batch)
+
+    def close(self) -> None:
+        """Kill this runtime's actors (the cluster itself stays up)."""
+        for actor in [*self.shards, self.worker, self.server]:
+            if actor is not None:
+                ray.kill(actor)
+        self.shards, self.worker, self.server = [], None, None

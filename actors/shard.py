@@ -98,6 +98,10 @@ class ShardCore:
     def breached(self) -> list[str]:
         return [a.account_id for a in self.accounts.values() if a.status is AccountStatus.BREACHED]
 
+    def frozen(self) -> list[str]:
+        """Accounts whose freeze the platform has confirmed."""
+        return [a.account_id for a in self.accounts.values() if a.frozen is not None]
+
 
 class AccountView(msgspec.Struct, frozen=True, kw_only=True):
     """What the API shows of one account."""

@@ -91,6 +91,9 @@ class AccountShard:
     async def breached(self) -> list[str]:
         return self.core.breached()
 
+    async def frozen(self) -> list[str]:
+        return self.core.frozen()
+
     async def flush(self) -> int:
         """Write what is pending to the journal now; returns the rows newly inserted."""
         batch, self.pending = self.pending, []

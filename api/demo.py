@@ -166,12 +166,13 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
         return await summarise(runtime, settings, elapsed)
     finally:
         await runner.cleanup()
+        runtime.close()
 
 
 async def summarise(runtime: Runtime, settings: Settings, elapsed: float) -> DemoSummary:
     stats = await runtime.stats()
     report = await runtime.simulator_report()
-    frozen = await runtime.breached()
+    frozen = await runtime.frozen()
     return DemoSummary(
         accounts=stats.accounts,
         events=stats.events,

@@ -1,0 +1,111 @@
+"""One breach through every layer: platform, bridge, shard, back to the platform, journal, HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+
+from actors.plans import DEFAULT_PLAN
+from actors.runtime import Runtime, RuntimeConfig
+from api.app import create_app
+from bridge.simulator import SimulatorConfig, SimulatorReport
+from bridge.worker import WorkerConfig
+from ledger.database import create_engine
+from ledger.journal import Journal
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+TS = 1_772_442_000_000_000_000
+
+
+def message(**body: object) -> bytes:
+    return msgspec.json.encode(body)
+
+
+@pytest.fixture
+async def runtime(database_url: str) -> AsyncIterator[Runtime]:
+    quiet = SimulatorConfig(server="loop", ticks_per_second=0.0, trades_per_trader_per_minute=0.0)
+    config = RuntimeConfig(
+        database_url=database_url,
+        shards=2,
+        plan=DEFAULT_PLAN,
+        simulator=quiet,
+        bridge=WorkerConfig(connection="loop"),
+    )
+    runtime = Runtime(config)
+    await runtime.start(["t-1", "t-2"])
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+async def http(runtime: Runtime) -> AsyncIterator[str]:
+    runner = web.AppRunner(create_app(runtime))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    yield f"http://{host}:{port}"
+    await runner.cleanup()
+
+
+async def crash_eurusd(runtime: Runtime) -> None:
+    """t-1 buys 10 lots at 1.0851; the bid falls to 1.0790: 6,100 lost, past the 5,000 daily limit."""
+    messages = [
+        message(type="tick", event_id="x:1", ts_ns=TS + 1, symbol="EURUSD", bid=1.0850, ask=1.0851),
+        message(type="deal", event_id="x:2", ts_ns=TS + 2, account_id="t-1", deal_id=900,
+                position_id=900, symbol="EURUSD", entry="in", side="buy", volume=10.0,
+                price=1.0851),
+        message(type="tick", event_id="x:3", ts_ns=TS + 3, symbol="EURUSD", bid=1.0790, ask=1.0791),
+    ]  # fmt: skip
+    await runtime.server.inject.remote(messages)
+
+
+async def test_breach_when_equity_crosses_daily_limit_then_platform_disables_account(
+    runtime: Runtime, database_url: str
+) -> None:
+    await crash_eurusd(runtime)
+
+    async def report() -> SimulatorReport:
+        result: SimulatorReport = await runtime.server.report.remote()
+        return result
+
+    final = await eventually(report, lambda r: "t-1" in r.disabled)
+    assert final.disabled == ["t-1"]
+    stats = await eventually(runtime.stats, lambda s: s.frozen == 1 and s.journal_rows >= 4)
+    assert stats.breaches == 1
+    engine = create_engine(database_url)
+    try:
+        kinds = [e.kind for e in await Journal(engine).read(account_id="t-1")]
+    finally:
+        await engine.dispose()
+    assert kinds == ["deal", "rule_breached", "trading_disabled", "account_frozen"]
+
+
+async def test_account_endpoint_shows_breach_and_freeze(runtime: Runtime, http: str) -> None:
+    await crash_eurusd(runtime)
+    await eventually(runtime.stats, lambda s: s.frozen == 1)
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{http}/api/v1/accounts/t-1") as response:
+            assert response.status == 200
+            body = await response.json()
+        async with session.get(f"{http}/api/v1/accounts/t-2") as response:
+            untouched = await response.json()
+        async with session.get(f"{http}/api/v1/accounts/nobody") as response:
+            assert response.status == 404
+            assert response.content_type == "application/problem+json"
+            missing = await response.json()
+
+    assert body["status"] == "breached"
+    assert body["frozen"] is True
+    assert body["breach"]["rule"] == "daily_loss"
+    assert body["breach"]["caused_by"] == "x:3"
+    assert body["equity"] == pytest.approx(DEFAULT_PLAN.initial_balance - 6100.0)
+    assert (untouched["status"], untouched["frozen"]) == ("active", False)
+    assert "nobody" in missing["detail"]
