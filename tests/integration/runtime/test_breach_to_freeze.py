@@ -55,7 +55,7 @@ async def http(runtime: Runtime) -> AsyncIterator[str]:
 
 
 async def crash_eurusd(runtime: Runtime) -> None:
-    """t-1 buys 10 lots at 1.0851; the bid falls to 1.0790: 6,100 lost, past the 5,000 daily limit."""
+    """t-1 buys 10 lots at 1.0851; the bid falls to 1.0790: 6,100 lost, past the 5,000 limit."""
     messages = [
         message(type="tick", event_id="x:1", ts_ns=TS + 1, symbol="EURUSD", bid=1.0850, ask=1.0851),
         message(type="deal", event_id="x:2", ts_ns=TS + 2, account_id="t-1", deal_id=900,
