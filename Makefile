@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)

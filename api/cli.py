@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the supervisor end to end on embedded defaults")
     demo.add_argument("--accounts", type=_positive_int, default=2000)
     demo.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
-    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--seed", type=int, help="simulator seed (default: settings, 1)")
     demo.add_argument("--json", type=Path, dest="json_path", help="write the summary here")
     demo.add_argument("--database-url", help="overrides $PROPVISOR_DATABASE_URL")
     demo.add_argument("--http-port", type=int, help="0 picks a free port")
@@ -58,7 +58,10 @@ def _demo(args: argparse.Namespace) -> int:
         shards=args.shards,
     )
     options = demo.DemoOptions(
-        accounts=args.accounts, duration_s=args.duration, seed=args.seed, json_path=args.json_path
+        accounts=args.accounts,
+        duration_s=args.duration,
+        seed=settings.simulator_seed if args.seed is None else args.seed,
+        json_path=args.json_path,
     )
     return demo.main(settings, options)
 
