@@ -52,7 +52,7 @@ class AccountShard:
         self.flush_interval_s = flush_interval_s
         self.bridge: Any = None
         self.pending: list[JournalRecord] = []
-        self.sent: list[Any] = []
+        self.sent: dict[Any, bytes] = {}  # command batches handed to the bridge, until it acks
         self.command_errors = 0
         self.flusher: asyncio.Task[None] | None = None
 
@@ -78,8 +78,13 @@ class AccountShard:
 
     def _dispatch(self, effects: list[Effect]) -> None:
         commands = [e for e in effects if isinstance(e, PlatformCommand)]
-        if commands and self.bridge is not None:
-            self.sent.append(self.bridge.submit.remote(encode_batch(commands)))
+        if commands:
+            self._send(encode_batch(commands))
+
+    def _send(self, payload: bytes) -> None:
+        if self.bridge is None:
+            raise RuntimeError("shard has no bridge attached; call attach() before apply_batch()")
+        self.sent[self.bridge.submit.remote(payload)] = payload
 
     async def account(self, account_id: str) -> AccountView | None:
         account = self.core.accounts.get(account_id)
@@ -127,15 +132,18 @@ class AccountShard:
                 log.exception("journal write failed; %d records kept for retry", len(self.pending))
 
     async def _reap_sent(self) -> None:
+        """Forget acknowledged command batches; send again the ones the bridge did not take."""
         if not self.sent:
             return
-        ready, self.sent = ray.wait(self.sent, num_returns=len(self.sent), timeout=0)
+        ready, _ = ray.wait(list(self.sent), num_returns=len(self.sent), timeout=0)
         for ref in ready:
+            payload = self.sent.pop(ref)
             try:
                 await ref
             except Exception:
                 self.command_errors += 1
-                log.exception("bridge refused a command batch")
+                log.exception("bridge did not take a command batch; sending it again")
+                self._send(payload)
 
 
 RemoteAccountShard: Any = ray.remote(AccountShard)

@@ -52,6 +52,7 @@ class BridgeStats(msgspec.Struct, kw_only=True):
     rejected: int = 0
     commands_sent: int = 0
     command_failures: int = 0
+    delivery_retries: int = 0
 
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +61,7 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     burst: int = 10
     max_batch: int = 5_000
     poll_interval_s: float = 0.01
+    retry_interval_s: float = 0.2
     commands_per_request: int = 100
     dedupe_window: int = 200_000
 
@@ -156,12 +158,20 @@ class BridgeWorker:
         return self.stats_
 
     async def _pull_forever(self) -> None:
+        raw: list[bytes] = []
         while True:
-            raw = await self.platform.fetch(self.config.max_batch)
-            if raw:
+            try:
+                raw = raw or await self.platform.fetch(self.config.max_batch)
+                if not raw:
+                    await asyncio.sleep(self.config.poll_interval_s)
+                    continue
                 await self.ingest(raw)
-            else:
-                await asyncio.sleep(self.config.poll_interval_s)
+                raw = []
+            except Exception:
+                # Keep the batch: it left the platform already. Ids make the retry harmless.
+                self.stats_.delivery_retries += 1
+                log.exception("delivering %d messages failed; retrying", len(raw))
+                await asyncio.sleep(self.config.retry_interval_s)
 
     async def _send_forever(self) -> None:
         while True:
@@ -181,7 +191,7 @@ class BridgeWorker:
             self.stats_.command_failures += len(commands)
             for command in commands:
                 self.lanes.put_nowait((int(command.lane), next(self.order), command))
-            await asyncio.sleep(self.config.poll_interval_s)
+            await asyncio.sleep(self.config.retry_interval_s)
             return
         self.stats_.commands_sent += len(commands)
         for command, code in zip(commands, codes, strict=True):
