@@ -43,7 +43,8 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     def next_rollover_ns(self, ts_ns: int) -> int:
         """The first trading-day boundary strictly after `ts_ns`."""
         zone = _zone(self.day_timezone)
-        local = dt.datetime.fromtimestamp(ts_ns / 1e9, tz=zone)
+        # Whole seconds: a float of nanoseconds rounds up and could land past midnight.
+        local = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=zone)
         next_midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), zone)
         return int(next_midnight.timestamp()) * 1_000_000_000
 

@@ -40,7 +40,7 @@ class BalanceKind(enum.StrEnum):
 def _require_finite(**values: float) -> None:
     for name, value in values.items():
         if not math.isfinite(value):
-            raise ValueError(f"`{name}` must be a finite number, got {value} - at `$.{name}`")
+            raise ValueError(f"`{name}` must be a finite number, got {value}")
 
 
 class PlatformEvent(
@@ -60,8 +60,9 @@ class PriceTicked(PlatformEvent, frozen=True, kw_only=True, tag="tick"):
     ask: Positive
 
     def __post_init__(self) -> None:
+        _require_finite(bid=self.bid, ask=self.ask)
         if self.ask < self.bid:
-            raise ValueError(f"`ask` ({self.ask}) is below `bid` ({self.bid}) - at `$.ask`")
+            raise ValueError(f"`ask` ({self.ask}) is below `bid` ({self.bid})")
 
 
 class DealExecuted(PlatformEvent, frozen=True, kw_only=True, tag="deal"):
@@ -84,7 +85,13 @@ class DealExecuted(PlatformEvent, frozen=True, kw_only=True, tag="deal"):
     swap: float = 0.0
 
     def __post_init__(self) -> None:
-        _require_finite(profit=self.profit, commission=self.commission, swap=self.swap)
+        _require_finite(
+            volume=self.volume,
+            price=self.price,
+            profit=self.profit,
+            commission=self.commission,
+            swap=self.swap,
+        )
 
 
 class BalanceOperated(PlatformEvent, frozen=True, kw_only=True, tag="balance"):

@@ -375,7 +375,7 @@ class PlatformSimulator:
 
 def _next_midnight_ns(ts_ns: int, timezone: str) -> int:
     zone = zoneinfo.ZoneInfo(timezone)
-    local = dt.datetime.fromtimestamp(ts_ns / 1e9, tz=zone)
+    local = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=zone)
     midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), zone)
     return int(midnight.timestamp()) * 1_000_000_000
 
