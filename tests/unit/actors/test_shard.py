@@ -1,0 +1,145 @@
+"""ShardCore: the symbol index limits tick work to holders; unknown accounts are counted."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.plans import Plan
+from actors.shard import AccountView, ShardCore
+from bridge.commands import DisableTrading
+from bridge.events import AnyPlatformEvent, DealEntry, DealExecuted, Side
+
+from .builders import PLAN, balance, deal, disabled, tick
+
+
+def shard_with(*account_ids: str, plan: Plan = PLAN) -> ShardCore:
+    shard = ShardCore(shard=0)
+    shard.register((account_id, plan) for account_id in account_ids)
+    return shard
+
+
+def close(deal_id: int, position_id: int, account_id: str, symbol: str = "EURUSD") -> DealExecuted:
+    return deal(
+        deal_id,
+        entry=DealEntry.OUT,
+        side=Side.SELL,
+        symbol=symbol,
+        position_id=position_id,
+        account_id=account_id,
+    )
+
+
+def test_tick_when_some_accounts_hold_the_symbol_then_only_holders_are_evaluated() -> None:
+    shard = shard_with("a", "b", "c", "d")
+    shard.apply(
+        [
+            deal(1, account_id="a", symbol="EURUSD"),
+            deal(2, account_id="b", symbol="EURUSD"),
+            deal(3, account_id="c", symbol="XAUUSD", price=2650.0),
+        ]
+    )
+    versions = {a: shard.accounts[a].version for a in "abcd"}
+    evaluations = shard.stats.evaluations
+
+    shard.apply([tick("EURUSD", 1.101, 1.1011)])
+
+    assert shard.stats.evaluations - evaluations == 2
+    changed = {a for a in "abcd" if shard.accounts[a].version != versions[a]}
+    assert changed == {"a", "b"}
+    assert shard.book["EURUSD"] == (1.101, 1.1011)
+
+
+def test_tick_when_nobody_holds_the_symbol_then_no_evaluation_but_book_updates() -> None:
+    shard = shard_with("a")
+
+    shard.apply([tick("US500", 5900.0, 5900.5)])
+
+    assert shard.stats.evaluations == 0
+    assert shard.stats.events == 1
+    assert shard.book == {"US500": (5900.0, 5900.5)}
+
+
+def test_index_when_last_position_in_a_symbol_closes_then_account_is_dropped() -> None:
+    shard = shard_with("a")
+    shard.apply([deal(1, account_id="a"), deal(2, account_id="a")])  # two EURUSD positions
+
+    shard.apply([close(3, position_id=1, account_id="a")])
+    assert shard.by_symbol["EURUSD"] == {"a"}
+
+    shard.apply([close(4, position_id=2, account_id="a")])
+    evaluations = shard.stats.evaluations
+    shard.apply([tick("EURUSD", 1.2)])
+
+    assert "a" not in shard.by_symbol["EURUSD"]
+    assert shard.stats.evaluations == evaluations
+
+
+def test_index_when_account_holds_two_symbols_then_closing_one_keeps_the_other() -> None:
+    shard = shard_with("a")
+    shard.apply([deal(1, account_id="a"), deal(2, account_id="a", symbol="US500", price=5900.0)])
+
+    shard.apply([close(3, position_id=1, account_id="a")])
+
+    assert "a" not in shard.by_symbol["EURUSD"]
+    assert shard.by_symbol["US500"] == {"a"}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [deal(1, account_id="ghost"), balance(1, 10.0, account_id="ghost"), disabled(account_id="x")],
+    ids=["deal", "balance", "trading_disabled"],
+)
+def test_event_when_account_is_not_hosted_then_counted_and_ignored(
+    event: AnyPlatformEvent,
+) -> None:
+    shard = shard_with("a")
+
+    effects = shard.apply([event])
+
+    assert effects == []
+    assert shard.stats.unknown_account_events == 1
+    assert set(shard.accounts) == {"a"}
+    assert shard.stats.evaluations == 0
+
+
+def test_register_when_repeated_then_idempotent_and_state_kept() -> None:
+    shard = ShardCore(shard=3)
+    assert shard.register([("a", PLAN), ("b", PLAN)]) == 2
+    shard.apply([deal(1, account_id="a", commission=-7.0)])
+
+    other = Plan(name="other", initial_balance=5_000.0)
+    added = shard.register([("a", other), ("b", PLAN), ("c", PLAN)])
+
+    assert added == 1
+    assert shard.stats.accounts == 3
+    assert shard.accounts["a"].plan == PLAN
+    assert shard.accounts["a"].balance == 99_993.0
+
+
+def test_apply_when_tick_breaches_holders_then_effects_and_stats_count_them() -> None:
+    shard = shard_with("a", "b")
+    shard.apply(
+        [
+            deal(1, account_id="a", symbol="US500", volume=100.0, price=5000.0),
+            deal(2, account_id="b", symbol="US500", volume=1.0, price=5000.0),
+        ]
+    )
+
+    effects = shard.apply([tick("US500", 4900.0, event_id="t1")])
+    effects += shard.apply([disabled("freeze:a:t1", account_id="a")])
+
+    freezes = [e for e in effects if isinstance(e, DisableTrading)]
+    assert [f.account_id for f in freezes] == ["a"]
+    assert shard.breached() == ["a"]
+    assert (shard.stats.breaches, shard.stats.frozen) == (1, 1)
+    view = AccountView.of(shard.accounts["a"])
+    assert (view.status, view.frozen, view.equity) == ("breached", True, 90_000.0)
+
+
+def test_deal_when_book_has_the_symbol_then_new_position_is_marked_from_the_book() -> None:
+    shard = shard_with("a")
+    shard.apply([tick("EURUSD", 1.0999, 1.1001)])
+
+    shard.apply([deal(1, account_id="a", price=1.1001)])
+
+    assert shard.accounts["a"].floating == pytest.approx(-20.0, abs=1e-6)
