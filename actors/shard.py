@@ -13,8 +13,9 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from actors.account import Account, AccountStatus, Effect, Quote
-from actors.events import RuleBreached
+from actors.events import AnyDomainEvent, RuleBreached
 from actors.plans import Plan
+from bridge.commands import PlatformCommand
 from bridge.events import AnyPlatformEvent, PriceTicked
 
 
@@ -27,6 +28,13 @@ class ShardStats(msgspec.Struct, kw_only=True):
     frozen: int = 0
     unknown_account_events: int = 0
     journal_rows: int = 0
+
+
+class Applied(msgspec.Struct, kw_only=True):
+    """What a batch produced: every effect, and what to journal, in causal order."""
+
+    effects: list[Effect] = msgspec.field(default_factory=list)
+    journal: list[AnyPlatformEvent | AnyDomainEvent] = msgspec.field(default_factory=list)
 
 
 class ShardCore:
@@ -48,15 +56,19 @@ class ShardCore:
         self.stats.accounts = len(self.accounts)
         return added
 
-    def apply(self, events: Sequence[AnyPlatformEvent]) -> list[Effect]:
-        effects: list[Effect] = []
+    def apply(self, events: Sequence[AnyPlatformEvent]) -> Applied:
+        """Apply events in order. The journal lists each account event followed by its effects."""
+        applied = Applied()
         for event in events:
             self.stats.events += 1
             if isinstance(event, PriceTicked):
-                effects.extend(self._apply_tick(event))
+                effects = self._apply_tick(event)
             else:
-                effects.extend(self._apply_to_account(event))
-        return effects
+                effects = self._apply_to_account(event)
+                applied.journal.append(event)
+            applied.effects.extend(effects)
+            applied.journal.extend(e for e in effects if not isinstance(e, PlatformCommand))
+        return applied
 
     def _apply_tick(self, tick: PriceTicked) -> list[Effect]:
         self.book[tick.symbol] = (tick.bid, tick.ask)

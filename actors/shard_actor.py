@@ -1,26 +1,28 @@
 """`AccountShard`: the Ray actor that hosts a `ShardCore` and does its I/O.
 
-A freeze is sent to the bridge the moment its effect appears and never waits for the database;
-the journal is written in batches by a background task, and a failed write is kept and retried.
+A freeze is sent to the bridge the moment its effect appears and never waits for the database. The
+shard owns each freeze until the platform confirms it, sending it again (same command id, so the
+platform treats it as one) until it does. The journal is written in batches by a background task; a
+failed write is kept and retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 import ray
 
-from actors.account import Effect
 from actors.events import AnyDomainEvent
 from actors.plans import Plan
 from actors.shard import AccountView, ShardCore, ShardStats
 from bridge.codec import decode_event_batch, encode_batch
-from bridge.commands import PlatformCommand
-from bridge.events import AnyPlatformEvent, PriceTicked
+from bridge.commands import AnyPlatformCommand, CloseAllPositions, DisableTrading
+from bridge.events import AnyPlatformEvent
 from ledger.database import create_engine
 from ledger.journal import Journal, JournalRecord
 from ledger.snapshots import Snapshot, SnapshotStore
@@ -44,20 +46,31 @@ def journal_record(event: AnyPlatformEvent | AnyDomainEvent) -> JournalRecord:
 class AccountShard:
     """Hosts thousands of account entities; one batch is applied at a time, in order."""
 
-    def __init__(self, shard: int, database_url: str, flush_interval_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        shard: int,
+        database_url: str,
+        flush_interval_s: float = 0.05,
+        resend_after_s: float = 1.0,
+    ) -> None:
         self.core = ShardCore(shard)
         engine = create_engine(database_url)
+        self.engine = engine
         self.journal = Journal(engine)
         self.snapshots = SnapshotStore(engine)
         self.flush_interval_s = flush_interval_s
+        self.resend_after_s = resend_after_s
         self.bridge: Any = None
         self.pending: list[JournalRecord] = []
-        self.sent: dict[Any, bytes] = {}  # command batches handed to the bridge, until it acks
+        self.writing = asyncio.Lock()
+        self.delivered: dict[str, int] = {}  # last delivery number applied, per bridge connection
+        self.unconfirmed: dict[str, tuple[DisableTrading, float]] = {}  # account -> freeze, sent at
+        self.sent: list[Any] = []
         self.command_errors = 0
         self.flusher: asyncio.Task[None] | None = None
 
     async def attach(self, bridge: Any) -> None:
-        """Set where platform commands go and start the journal writer."""
+        """Set where platform commands go and start the background writer."""
         self.bridge = bridge
         if self.flusher is None:
             self.flusher = asyncio.create_task(self._flush_forever())
@@ -65,26 +78,32 @@ class AccountShard:
     async def register(self, accounts: Sequence[tuple[str, Plan]]) -> int:
         return self.core.register(accounts)
 
-    async def apply_batch(self, payload: bytes) -> int:
-        """Apply a msgpack batch of platform events; returns how many were applied."""
+    async def apply_batch(self, payload: bytes, source: str = "", seq: int = 0) -> int:
+        """Apply a msgpack batch of platform events; returns how many were applied.
+
+        `seq` numbers the deliveries from `source`; a delivery already applied is ignored, so a
+        bridge that retries after a lost reply does not apply the batch twice.
+        """
+        if seq and seq <= self.delivered.get(source, 0):
+            return 0
         events = decode_event_batch(payload)
-        effects = self.core.apply(events)
-        self._dispatch(effects)
-        self.pending.extend(journal_record(e) for e in events if not isinstance(e, PriceTicked))
-        self.pending.extend(
-            journal_record(e) for e in effects if not isinstance(e, PlatformCommand)
-        )
+        applied = self.core.apply(events)
+        if seq:
+            self.delivered[source] = seq
+        commands = [e for e in applied.effects if isinstance(e, DisableTrading | CloseAllPositions)]
+        if commands:
+            self._send(commands)
+        self.pending.extend(journal_record(e) for e in applied.journal)
         return len(events)
 
-    def _dispatch(self, effects: list[Effect]) -> None:
-        commands = [e for e in effects if isinstance(e, PlatformCommand)]
-        if commands:
-            self._send(encode_batch(commands))
-
-    def _send(self, payload: bytes) -> None:
+    def _send(self, commands: Sequence[AnyPlatformCommand]) -> None:
         if self.bridge is None:
             raise RuntimeError("shard has no bridge attached; call attach() before apply_batch()")
-        self.sent[self.bridge.submit.remote(payload)] = payload
+        now = time.monotonic()
+        for command in commands:
+            if isinstance(command, DisableTrading):
+                self.unconfirmed[command.account_id] = (command, now)
+        self.sent.append(self.bridge.submit.remote(encode_batch(commands)))
 
     async def account(self, account_id: str) -> AccountView | None:
         account = self.core.accounts.get(account_id)
@@ -101,12 +120,13 @@ class AccountShard:
 
     async def flush(self) -> int:
         """Write what is pending to the journal now; returns the rows newly inserted."""
-        batch, self.pending = self.pending, []
-        try:
-            inserted = await self.journal.append(batch)
-        except Exception:
-            self.pending[:0] = batch  # keep order; the next flush retries, ids make it harmless
-            raise
+        async with self.writing:  # one writer at a time keeps the journal in order
+            batch, self.pending = self.pending, []
+            try:
+                inserted = await self.journal.append(batch)
+            except Exception:
+                self.pending[:0] = batch  # the next flush retries; ids make it harmless
+                raise
         self.core.stats.journal_rows += inserted
         return inserted
 
@@ -120,30 +140,50 @@ class AccountShard:
         await self.snapshots.save(snapshots)
         return len(snapshots)
 
+    async def close(self) -> None:
+        """Stop the background writer, write what is pending, release the database."""
+        if self.flusher is not None:
+            self.flusher.cancel()
+            await asyncio.gather(self.flusher, return_exceptions=True)
+            self.flusher = None
+        await self.flush()
+        await self.engine.dispose()
+
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(self.flush_interval_s)
-            await self._reap_sent()
-            if not self.pending:
-                continue
             try:
-                await self.flush()
+                await self._reap_sent()
+                self._resend_unconfirmed()
+                if self.pending:
+                    await self.flush()
             except Exception:
-                log.exception("journal write failed; %d records kept for retry", len(self.pending))
+                log.exception("background write failed; %d records kept", len(self.pending))
 
     async def _reap_sent(self) -> None:
-        """Forget acknowledged command batches; send again the ones the bridge did not take."""
+        """Collect the bridge's answers; a refused batch is covered by `_resend_unconfirmed`."""
         if not self.sent:
             return
-        ready, _ = ray.wait(list(self.sent), num_returns=len(self.sent), timeout=0)
+        ready, self.sent = ray.wait(self.sent, num_returns=len(self.sent), timeout=0)
         for ref in ready:
-            payload = self.sent.pop(ref)
             try:
                 await ref
             except Exception:
                 self.command_errors += 1
-                log.exception("bridge did not take a command batch; sending it again")
-                self._send(payload)
+                log.exception("bridge did not take a command batch")
+
+    def _resend_unconfirmed(self) -> None:
+        """Send again every freeze the platform has not confirmed within `resend_after_s`."""
+        now = time.monotonic()
+        due: list[AnyPlatformCommand] = []
+        for account_id, (command, sent_at) in list(self.unconfirmed.items()):
+            if self.core.accounts[account_id].frozen is not None:
+                del self.unconfirmed[account_id]
+            elif now - sent_at >= self.resend_after_s:
+                due.append(command)
+        if due:
+            log.warning("resending %d unconfirmed freezes", len(due))
+            self._send(due)
 
 
 RemoteAccountShard: Any = ray.remote(AccountShard)

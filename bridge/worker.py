@@ -84,34 +84,46 @@ class BridgeWorker:
         self.order = itertools.count()
         self.stats_ = BridgeStats(connection=config.connection)
         self.tasks: list[asyncio.Task[None]] = []
+        self.ingesting = asyncio.Lock()
+        self.delivered = [0] * len(self.shards)  # last delivery number per shard
+        self.holding: list[bytes] = []  # fetched from the platform, not yet delivered
+        self.pulling = False
+        self.unsent = 0
 
     async def start(self, pull: bool = True) -> None:
         """Start sending commands and, with `pull`, pulling events from the platform."""
         if not self.tasks:
             self.tasks.append(asyncio.create_task(self._send_forever()))
             if pull:
+                self.pulling = True
                 self.tasks.append(asyncio.create_task(self._pull_forever()))
 
-    async def stop(self) -> None:
-        """Stop pulling; commands already queued are still sent."""
-        for task in self.tasks[1:]:
-            task.cancel()
-        await self.drain()
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop pulling once the batch in hand is delivered; queued commands are still sent."""
+        self.pulling = False
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*self.tasks[1:])
+        await self.drain(timeout_s)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Wait until every queued command has been sent."""
         async with asyncio.timeout(timeout_s):
             await self.lanes.join()
 
+    async def idle(self) -> bool:
+        """Nothing in hand: no batch being delivered, no command waiting or being sent."""
+        return not self.ingesting.locked() and not self.holding and self.unsent == 0
+
     async def ingest(self, raw: Sequence[bytes]) -> IngestReport:
         """Decode, validate, dedupe and apply one batch of raw platform messages."""
-        events, rejected = decode_messages(raw)
-        for rejection in rejected:
-            log.warning("rejected message %d: %s", rejection.index, rejection.error)
-        fresh = [e for e in events if e.event_id not in self.seen]
-        await self._deliver(fresh)
-        for event in fresh:
-            self.seen[event.event_id] = None  # only once the shard has it: a crash loses nothing
+        async with self.ingesting:  # one batch at a time keeps every shard's input in order
+            events, rejected = decode_messages(raw)
+            for rejection in rejected:
+                log.warning("rejected message %d: %s", rejection.index, rejection.error)
+            fresh = self._fresh(events)
+            await self._deliver(fresh)
+            for event in fresh:
+                self.seen[event.event_id] = None
         report = IngestReport(
             received=len(raw),
             applied=len(fresh),
@@ -121,6 +133,16 @@ class BridgeWorker:
         self._count(report)
         return report
 
+    def _fresh(self, events: list[AnyPlatformEvent]) -> list[AnyPlatformEvent]:
+        """Events not seen before, in this batch or an earlier one."""
+        fresh: list[AnyPlatformEvent] = []
+        batch_ids: set[str] = set()
+        for event in events:
+            if event.event_id not in self.seen and event.event_id not in batch_ids:
+                batch_ids.add(event.event_id)
+                fresh.append(event)
+        return fresh
+
     async def _deliver(self, events: list[AnyPlatformEvent]) -> None:
         batches: list[list[AnyPlatformEvent]] = [[] for _ in self.shards]
         for event in events:
@@ -129,12 +151,25 @@ class BridgeWorker:
                     batch.append(event)
             else:
                 batches[self.placement.shard_of(event.account_id)].append(event)
-        calls = [
-            shard.apply_batch.remote(encode_batch(batch))
-            for shard, batch in zip(self.shards, batches, strict=True)
-            if batch
-        ]
-        await asyncio.gather(*calls)
+        deliveries = []
+        for index, batch in enumerate(batches):
+            if batch:
+                self.delivered[index] += 1
+                deliveries.append(self._deliver_one(index, self.delivered[index], batch))
+        await asyncio.gather(*deliveries)
+
+    async def _deliver_one(self, index: int, seq: int, batch: list[AnyPlatformEvent]) -> None:
+        """Deliver until the shard takes it. The same `seq` on every attempt, so a shard that
+        applied it before the failure reached us ignores the repeat instead of applying it twice."""
+        payload = encode_batch(batch)
+        while True:
+            try:
+                await self.shards[index].apply_batch.remote(payload, self.config.connection, seq)
+                return
+            except Exception:
+                self.stats_.delivery_retries += 1
+                log.exception("shard %d did not take batch %d; retrying", index, seq)
+                await asyncio.sleep(self.config.retry_interval_s)
 
     def _count(self, report: IngestReport) -> None:
         self.stats_.received += report.received
@@ -146,8 +181,12 @@ class BridgeWorker:
         """Queue a msgpack batch of platform commands in their lanes; returns how many."""
         commands = decode_command_batch(payload)
         for command in commands:
-            self.lanes.put_nowait((int(command.lane), next(self.order), command))
+            self._enqueue(command)
         return len(commands)
+
+    def _enqueue(self, command: AnyPlatformCommand) -> None:
+        self.unsent += 1
+        self.lanes.put_nowait((int(command.lane), next(self.order), command))
 
     async def provision(self, account_ids: Sequence[str]) -> int:
         """Open accounts on the platform (one rate-limited request)."""
@@ -158,43 +197,47 @@ class BridgeWorker:
         return self.stats_
 
     async def _pull_forever(self) -> None:
-        raw: list[bytes] = []
-        while True:
+        while self.pulling:
             try:
-                raw = raw or await self.platform.fetch(self.config.max_batch)
-                if not raw:
-                    await asyncio.sleep(self.config.poll_interval_s)
-                    continue
-                await self.ingest(raw)
-                raw = []
+                self.holding = self.holding or await self.platform.fetch(self.config.max_batch)
             except Exception:
-                # Keep the batch: it left the platform already. Ids make the retry harmless.
-                self.stats_.delivery_retries += 1
-                log.exception("delivering %d messages failed; retrying", len(raw))
+                log.exception("fetching from the platform failed; retrying")
                 await asyncio.sleep(self.config.retry_interval_s)
+                continue
+            if not self.holding:
+                await asyncio.sleep(self.config.poll_interval_s)
+                continue
+            await self.ingest(self.holding)
+            self.holding = []
 
     async def _send_forever(self) -> None:
         while True:
             batch = [await self.lanes.get()]
             while len(batch) < self.config.commands_per_request and not self.lanes.empty():
                 batch.append(self.lanes.get_nowait())
-            await self.limiter.acquire()
-            await self._send([command for _, _, command in batch])
-            for _ in batch:
-                self.lanes.task_done()
+            try:
+                await self.limiter.acquire()
+                await self._send([command for _, _, command in batch])
+            finally:
+                for _ in batch:
+                    self.lanes.task_done()
 
     async def _send(self, commands: list[AnyPlatformCommand]) -> None:
+        """Send one request; on any failure the commands go back to their lanes."""
         try:
             codes = await self.platform.execute(commands)
+            results = list(zip(commands, codes, strict=True))
         except Exception:
             log.exception("platform refused %d commands; requeued", len(commands))
             self.stats_.command_failures += len(commands)
             for command in commands:
-                self.lanes.put_nowait((int(command.lane), next(self.order), command))
+                self.unsent -= 1
+                self._enqueue(command)
             await asyncio.sleep(self.config.retry_interval_s)
             return
+        self.unsent -= len(commands)
         self.stats_.commands_sent += len(commands)
-        for command, code in zip(commands, codes, strict=True):
+        for command, code in results:
             if code != 0:
                 log.warning("platform answered %d to %s", code, command)
 

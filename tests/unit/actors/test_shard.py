@@ -94,7 +94,7 @@ def test_event_when_account_is_not_hosted_then_counted_and_ignored(
 ) -> None:
     shard = shard_with("a")
 
-    effects = shard.apply([event])
+    effects = shard.apply([event]).effects
 
     assert effects == []
     assert shard.stats.unknown_account_events == 1
@@ -125,8 +125,8 @@ def test_apply_when_tick_breaches_holders_then_effects_and_stats_count_them() ->
         ]
     )
 
-    effects = shard.apply([tick("US500", 4900.0, event_id="t1")])
-    effects += shard.apply([disabled("freeze:a:t1", account_id="a")])
+    effects = shard.apply([tick("US500", 4900.0, event_id="t1")]).effects
+    effects += shard.apply([disabled("freeze:a:t1", account_id="a")]).effects
 
     freezes = [e for e in effects if isinstance(e, DisableTrading)]
     assert [f.account_id for f in freezes] == ["a"]

@@ -33,7 +33,7 @@ def pump(sim: PlatformSimulator, shard: ShardCore) -> None:
     """One bridge round trip: fetch, decode at the edge, apply, send the freezes back."""
     events, rejections = decode_messages(sim.take(1_000_000))
     assert rejections == []
-    effects = shard.apply(events)
+    effects = shard.apply(events).effects
     sim.execute([e for e in effects if isinstance(e, DisableTrading)])
 
 

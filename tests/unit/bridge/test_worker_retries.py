@@ -47,9 +47,11 @@ class FlakyShard:
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.received: list[AnyPlatformEvent] = []
+        self.seqs: list[int] = []
         self.apply_batch = SimpleNamespace(remote=self._apply)
 
-    async def _apply(self, payload: bytes) -> int:
+    async def _apply(self, payload: bytes, source: str, seq: int) -> int:
+        self.seqs.append(seq)
         if self.failures:
             self.failures -= 1
             raise ConnectionError("shard unreachable")
@@ -78,3 +80,26 @@ async def test_pull_when_delivery_fails_then_same_batch_is_delivered_on_retry() 
     assert [e.event_id for e in shard.received] == ["e1", "e2"]
     stats = await worker.stats()
     assert (stats.delivery_retries, stats.applied) == (2, 2)
+
+
+async def test_ingest_when_batch_repeats_an_event_id_then_it_is_applied_once() -> None:
+    shard = FlakyShard(failures=0)
+    worker: Any = BridgeWorker(
+        WorkerConfig(connection="t"), OneBatchPlatform([]), [shard], OneShard()
+    )
+
+    report = await worker.ingest([deal(1), deal(1), deal(2)])
+
+    assert (report.applied, report.duplicates) == (2, 1)
+    assert [e.event_id for e in shard.received] == ["e1", "e2"]
+
+
+async def test_delivery_when_retried_then_it_keeps_its_sequence_number() -> None:
+    shard = FlakyShard(failures=1)
+    config = WorkerConfig(connection="t", retry_interval_s=0.001)
+    worker: Any = BridgeWorker(config, OneBatchPlatform([]), [shard], OneShard())
+
+    await worker.ingest([deal(1)])
+    await worker.ingest([deal(2)])
+
+    assert shard.seqs == [1, 1, 2]
