@@ -6,6 +6,7 @@ One object owns the topology so the demo, the API and the tests start the system
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,8 @@ from actors.shard_actor import RemoteAccountShard
 from bridge.platform import RemoteSimulatorServer, SimulatorConnection
 from bridge.simulator import Limits, SimulatorConfig, SimulatorReport
 from bridge.worker import BridgeStats, RemoteBridgeWorker, WorkerConfig
+
+log = logging.getLogger(__name__)
 
 
 class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,14 +95,17 @@ class Runtime:
         await self.worker.start.remote()
 
     async def host(self, account_ids: Sequence[str]) -> None:
-        """Provision accounts on the platform, then host each on its shard."""
-        await self.worker.provision.remote(list(account_ids))
+        """Host each account on its shard, then provision it on the platform.
+
+        In this order the shard knows the account before the platform can report its first deal.
+        """
         per_shard: list[list[tuple[str, Plan]]] = [[] for _ in self.shards]
         for account_id in account_ids:
             per_shard[self.router.shard_of(account_id)].append((account_id, self.config.plan))
         await asyncio.gather(
             *(s.register.remote(batch) for s, batch in zip(self.shards, per_shard, strict=True))
         )
+        await self.worker.provision.remote(list(account_ids))
 
     def shard_for(self, account_id: str) -> Any:
         return self.shards[self.router.shard_of(account_id)]
@@ -125,23 +131,31 @@ class Runtime:
             shards=list(shard_stats),
         )
 
-    async def stop(self, settle_timeout_s: float = 10.0) -> None:
-        """Halt the market, let in-flight freezes and confirmations land, checkpoint every shard."""
+    async def stop(self, settle_timeout_s: float = 10.0) -> bool:
+        """Halt the market, let in-flight events and freezes land, checkpoint every shard.
+
+        Returns whether everything settled; on False some breach was still unconfirmed.
+        """
         await self.server.halt.remote()
-        await self.settle(settle_timeout_s)
+        settled = await self.settle(settle_timeout_s)
+        if not settled:
+            log.warning("stopped after %.0f s with work in flight", settle_timeout_s)
         await self.worker.stop.remote()
         await asyncio.gather(*(s.checkpoint.remote() for s in self.shards))
+        return settled
 
-    async def settle(self, timeout_s: float) -> None:
-        """Wait until the platform has nothing left to send and every breach is frozen."""
+    async def settle(self, timeout_s: float) -> bool:
+        """Wait until the platform has nothing to send, the bridge holds nothing, and every
+        breached account's freeze is confirmed. Returns False if `timeout_s` passed first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
             backlog: int = await self.server.backlog.remote()
-            stats = await self.stats()
-            if backlog == 0 and stats.frozen >= stats.breaches:
-                return
+            idle: bool = await self.worker.idle.remote()
+            if backlog == 0 and idle and set(await self.breached()) <= set(await self.frozen()):
+                return True
             await asyncio.sleep(0.05)
+        return False
 
     async def simulator_report(self) -> SimulatorReport:
         report: SimulatorReport = await self.server.report.remote()
@@ -161,8 +175,9 @@ class Runtime:
         )
         return sorted(a for batch in lists for a in batch)
 
-    def close(self) -> None:
-        """Kill this runtime's actors (the cluster itself stays up)."""
+    async def close(self) -> None:
+        """Let the shards write what is pending, then end this runtime's actors."""
+        await asyncio.gather(*(s.close.remote() for s in self.shards), return_exceptions=True)
         for actor in [*self.shards, self.worker, self.server]:
             if actor is not None:
                 ray.kill(actor)

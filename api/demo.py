@@ -167,7 +167,7 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
         return await summarise(runtime, settings, elapsed)
     finally:
         await runner.cleanup()
-        runtime.close()
+        await runtime.close()
 
 
 async def summarise(runtime: Runtime, settings: Settings, elapsed: float) -> DemoSummary:
@@ -221,7 +221,9 @@ def main(settings: Settings, options: DemoOptions) -> int:
         options.json_path.write_bytes(encoded + b"\n")
     say(msgspec.json.format(msgspec.json.encode(terminal_view(summary)), indent=2).decode())
     truth = summary.simulator
-    return 0 if not truth.missed and not truth.false and summary.frozen == summary.breaches else 1
+    platform_agrees = set(truth.disabled) == set(summary.frozen_accounts)
+    exact = not truth.missed and not truth.false and summary.frozen == summary.breaches
+    return 0 if exact and platform_agrees else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

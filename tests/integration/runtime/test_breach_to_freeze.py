@@ -40,7 +40,7 @@ async def runtime(database_url: str) -> AsyncIterator[Runtime]:
     runtime = Runtime(config)
     await runtime.start(["t-1", "t-2"])
     yield runtime
-    runtime.close()
+    await runtime.close()
 
 
 @pytest.fixture
