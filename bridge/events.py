@@ -114,4 +114,3 @@ class TradingDisabled(PlatformEvent, frozen=True, kw_only=True, tag="trading_dis
 
 
 AnyPlatformEvent = PriceTicked | DealExecuted | BalanceOperated | TradingDisabled
-AccountPlatformEvent = DealExecuted | BalanceOperated | TradingDisabled

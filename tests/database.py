@@ -43,8 +43,18 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def admin_url() -> str:
-    """The server-level URL used to create and drop test databases."""
-    return os.environ.get("PROPVISOR_TEST_PG_ADMIN_URL", DEFAULT_ADMIN_URL)
+    """The server-level URL used to create and drop test databases.
+
+    PROPVISOR_TEST_PG_ADMIN_URL if set; else the server of PROPVISOR_TEST_DATABASE_URL; else local.
+    """
+    explicit = os.environ.get("PROPVISOR_TEST_PG_ADMIN_URL")
+    if explicit:
+        return explicit
+    given = os.environ.get("PROPVISOR_TEST_DATABASE_URL")
+    if given:
+        server = make_url(given).set(drivername="postgresql", database="postgres")
+        return server.render_as_string(hide_password=False)
+    return DEFAULT_ADMIN_URL
 
 
 def database_url_on_server(name: str) -> str:
@@ -54,7 +64,16 @@ def database_url_on_server(name: str) -> str:
 
 
 async def _admin_connect() -> asyncpg.Connection:
-    url = admin_url()
+    return await _connect(admin_url())
+
+
+async def _probe(url: str) -> None:
+    """Fail with the how-to message if `url` cannot be reached."""
+    conn = await _connect(url)
+    await conn.close()
+
+
+async def _connect(url: str) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(url.replace("+asyncpg", ""), timeout=10)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
@@ -97,6 +116,7 @@ def postgres_url() -> Iterator[str]:
     """A PostgreSQL database for the whole run: PROPVISOR_TEST_DATABASE_URL, or a throwaway one."""
     given = os.environ.get("PROPVISOR_TEST_DATABASE_URL")
     if given:
+        run_async(_probe(make_url(given).set(drivername="postgresql").render_as_string(False)))
         yield make_url(given).set(drivername="postgresql+asyncpg").render_as_string(False)
         return
     name = run_async(create_database())
