@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from actors.account import Account, AccountStatus, Effect, Quote
-from actors.events import AnyDomainEvent, RuleBreached
+from actors.events import AccountFrozen, AnyDomainEvent, RuleBreached
 from actors.plans import Plan
 from bridge.commands import PlatformCommand
 from bridge.events import AnyPlatformEvent, PriceTicked
@@ -28,6 +28,7 @@ class ShardStats(msgspec.Struct, kw_only=True):
     frozen: int = 0
     unknown_account_events: int = 0
     journal_rows: int = 0
+    command_errors: int = 0  # command batches the bridge did not take (each freeze is resent)
 
 
 class Applied(msgspec.Struct, kw_only=True):
@@ -101,10 +102,9 @@ class ShardCore:
 
     def _count(self, effects: list[Effect]) -> None:
         for effect in effects:
-            tag = type(effect).__struct_config__.tag
-            if tag == "rule_breached":
+            if isinstance(effect, RuleBreached):
                 self.stats.breaches += 1
-            elif tag == "account_frozen":
+            elif isinstance(effect, AccountFrozen):
                 self.stats.frozen += 1
 
     def breached(self) -> list[str]:

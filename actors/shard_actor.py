@@ -54,10 +54,9 @@ class AccountShard:
         resend_after_s: float = 1.0,
     ) -> None:
         self.core = ShardCore(shard)
-        engine = create_engine(database_url)
-        self.engine = engine
-        self.journal = Journal(engine)
-        self.snapshots = SnapshotStore(engine)
+        self.engine = create_engine(database_url)
+        self.journal = Journal(self.engine)
+        self.snapshots = SnapshotStore(self.engine)
         self.flush_interval_s = flush_interval_s
         self.resend_after_s = resend_after_s
         self.bridge: Any = None
@@ -66,7 +65,6 @@ class AccountShard:
         self.delivered: dict[str, int] = {}  # last delivery number applied, per bridge connection
         self.unconfirmed: dict[str, tuple[DisableTrading, float]] = {}  # account -> freeze, sent at
         self.sent: list[Any] = []
-        self.command_errors = 0
         self.flusher: asyncio.Task[None] | None = None
 
     async def attach(self, bridge: Any) -> None:
@@ -169,7 +167,7 @@ class AccountShard:
             try:
                 await ref
             except Exception:
-                self.command_errors += 1
+                self.core.stats.command_errors += 1
                 log.exception("bridge did not take a command batch")
 
     def _resend_unconfirmed(self) -> None:

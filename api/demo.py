@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import secrets
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -224,7 +223,3 @@ def main(settings: Settings, options: DemoOptions) -> int:
     platform_agrees = set(truth.disabled) == set(summary.frozen_accounts)
     exact = not truth.missed and not truth.false and summary.frozen == summary.breaches
     return 0 if exact and platform_agrees else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main(Settings(), DemoOptions(duration_s=10)))
