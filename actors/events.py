@@ -14,23 +14,85 @@ import msgspec
 class RuleName(enum.StrEnum):
     DAILY_LOSS = "daily_loss"
     MAX_LOSS = "max_loss"
+    PROFIT_TARGET = "profit_target"
+    MIN_TRADING_DAYS = "min_trading_days"
+    MAX_DAYS = "max_days"
+    CONSISTENCY = "consistency"
+    NEWS_TRADING = "news_trading"
+    WEEKEND_HOLDING = "weekend_holding"
+    MAX_LOTS = "max_lots"
+    MIN_HOLD_TIME = "min_hold_time"
+    INACTIVITY = "inactivity"
+
+
+class AccountStatus(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"  # no trading until the next day boundary
+    FAILED = "failed"
+    PASSED = "passed"
+
+
+class BreachAction(enum.StrEnum):
+    """What a breach did to the account."""
+
+    FAIL = "fail"
+    PAUSE = "pause"
+    STRIKE = "strike"
+    EXCLUDE_PROFIT = "exclude_profit"
+    CLOSE_POSITIONS = "close_positions"
 
 
 class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    """Base of every domain event."""
+    """Base of every domain event. `caused_by` is the platform event that revealed it."""
 
     event_id: str
     ts_ns: int
     account_id: str
+    caused_by: str
 
 
 class RuleBreached(DomainEvent, frozen=True, kw_only=True, tag="rule_breached"):
-    """An account's equity reached a loss limit. `floor` is the equity level that was crossed."""
+    """A rule was broken. `value` is what was measured and `limit` what it may not reach; the
+    units are the rule's (account currency for losses, days, lots, minutes from a release...).
+    `ts_ns` is when it happened: the event's time, or the day boundary for day-based rules."""
 
     rule: RuleName
+    action: BreachAction
+    value: float
+    limit: float
+    phase: str
+
+
+class RuleProgressed(DomainEvent, frozen=True, kw_only=True, tag="rule_progressed"):
+    """A loss limit's use crossed a warning level (percent of the allowed loss) today."""
+
+    rule: RuleName
+    level: float
+    used_pct: float
     equity: float
-    floor: float
-    caused_by: str
+    limit: float
+
+
+class PhasePassed(DomainEvent, frozen=True, kw_only=True, tag="phase_passed"):
+    phase: str
+    profit: float
+    trading_days: int
+
+
+class PhaseFailed(DomainEvent, frozen=True, kw_only=True, tag="phase_failed"):
+    phase: str
+    rule: RuleName
+
+
+class AccountPaused(DomainEvent, frozen=True, kw_only=True, tag="account_paused"):
+    """No trading until `until_ns` (the next day boundary)."""
+
+    rule: RuleName
+    until_ns: int
+
+
+class AccountResumed(DomainEvent, frozen=True, kw_only=True, tag="account_resumed"):
+    pass
 
 
 class AccountFrozen(DomainEvent, frozen=True, kw_only=True, tag="account_frozen"):
@@ -40,7 +102,15 @@ class AccountFrozen(DomainEvent, frozen=True, kw_only=True, tag="account_frozen"
     reason: str
 
 
-AnyDomainEvent = RuleBreached | AccountFrozen
+AnyDomainEvent = (
+    RuleBreached
+    | RuleProgressed
+    | PhasePassed
+    | PhaseFailed
+    | AccountPaused
+    | AccountResumed
+    | AccountFrozen
+)
 
 
 def breach_id(account_id: str, rule: RuleName, caused_by: str) -> str:

@@ -46,12 +46,28 @@ class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def limits_of(plan: Plan) -> Limits:
-    """What the simulator's oracle must check: the plan the firm sold."""
+    """What the simulator's oracle must check: the plan the firm sold.
+
+    The simulator knows a static max loss and a daily loss below the day-start balance, with
+    the day ending at local midnight; any other plan is refused rather than checked wrongly.
+    """
+    phase = plan.phases[0]
+    daily, max_loss = phase.daily_loss, phase.max_loss
+    if (
+        plan.initial_balance is None
+        or daily is None
+        or max_loss is None
+        or (daily.amount_base, daily.reference, daily.action)
+        != ("initial", "day_start_balance", "fail")
+        or max_loss.mode != "static"
+        or plan.day_rollover.time != "00:00"
+    ):
+        raise ValueError(f"plan {plan.id!r} has rules the simulator's oracle cannot check")
     return Limits(
         initial_balance=plan.initial_balance,
-        daily_loss_pct=plan.daily_loss_pct,
-        max_loss_pct=plan.max_loss_pct,
-        day_timezone=plan.day_timezone,
+        daily_loss_pct=daily.pct,
+        max_loss_pct=max_loss.pct,
+        day_timezone=plan.day_rollover.timezone,
     )
 
 

@@ -12,9 +12,11 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from actors.account import Account, AccountStatus, Effect, Quote
-from actors.events import AccountFrozen, AnyDomainEvent, RuleBreached
+from actors.account import Account, Effect, UnknownSymbol
+from actors.events import AccountFrozen, AccountStatus, AnyDomainEvent, RuleBreached
+from actors.market import Market
 from actors.plans import Plan
+from actors.rules import NO_LIMIT
 from bridge.commands import PlatformCommand
 from bridge.events import AnyPlatformEvent, PriceTicked
 
@@ -27,6 +29,8 @@ class ShardStats(msgspec.Struct, kw_only=True):
     breaches: int = 0
     frozen: int = 0
     unknown_account_events: int = 0
+    rejected_events: int = 0  # deals on a symbol with no specification: not applied
+    last_rejection: str = ""
     journal_rows: int = 0
     command_errors: int = 0  # command batches the bridge did not take (each freeze is resent)
 
@@ -43,7 +47,7 @@ class ShardCore:
 
     def __init__(self, shard: int) -> None:
         self.accounts: dict[str, Account] = {}
-        self.book: dict[str, Quote] = {}
+        self.market = Market()
         self.by_symbol: defaultdict[str, set[str]] = defaultdict(set)
         self.stats = ShardStats(shard=shard)
 
@@ -72,11 +76,13 @@ class ShardCore:
         return applied
 
     def _apply_tick(self, tick: PriceTicked) -> list[Effect]:
-        self.book[tick.symbol] = (tick.bid, tick.ask)
+        book = self.market.book
+        book[tick.symbol] = (tick.bid, tick.ask)
         effects: list[Effect] = []
         holders = self.by_symbol.get(tick.symbol, ())
+        accounts = self.accounts
         for account_id in holders:
-            effects.extend(self.accounts[account_id].apply(tick, self.book))
+            effects.extend(accounts[account_id].on_tick(tick, book))
         self.stats.evaluations += len(holders)
         self._count(effects)
         return effects
@@ -88,7 +94,12 @@ class ShardCore:
             self.stats.unknown_account_events += 1
             return []
         before = account.symbols()
-        effects = account.apply(event, self.book)
+        try:
+            effects = account.apply(event, self.market)
+        except UnknownSymbol as exc:  # rejected alone: the rest of the batch still applies
+            self.stats.rejected_events += 1
+            self.stats.last_rejection = f"{event.event_id}: {exc}"
+            return []
         self._reindex(account_id, before, account.symbols())
         self.stats.evaluations += 1
         self._count(effects)
@@ -108,7 +119,8 @@ class ShardCore:
                 self.stats.frozen += 1
 
     def breached(self) -> list[str]:
-        return [a.account_id for a in self.accounts.values() if a.status is AccountStatus.BREACHED]
+        """Accounts whose phase failed: each must end frozen on the platform."""
+        return [a.account_id for a in self.accounts.values() if a.status is AccountStatus.FAILED]
 
     def frozen(self) -> list[str]:
         """Accounts whose freeze the platform has confirmed."""
@@ -116,20 +128,23 @@ class ShardCore:
 
 
 class AccountView(msgspec.Struct, frozen=True, kw_only=True):
-    """What the API shows of one account."""
+    """What the API shows of one account (money in account currency units)."""
 
     account_id: str
     plan: str
+    phase: str
     status: str
     frozen: bool
     balance: float
     equity: float
     floating: float
     day_start_balance: float
-    daily_floor: float
-    max_loss_floor: float
+    daily_floor: float | None
+    max_loss_floor: float | None
+    trading_days: int
     open_positions: int
     breach: RuleBreached | None
+    breaches: list[RuleBreached]
     events_applied: int
     last_event_ns: int
 
@@ -137,17 +152,24 @@ class AccountView(msgspec.Struct, frozen=True, kw_only=True):
     def of(cls, account: Account) -> AccountView:
         return cls(
             account_id=account.account_id,
-            plan=account.plan.name,
+            plan=account.plan.id,
+            phase=account.phase.name,
             status=account.status.value,
             frozen=account.frozen is not None,
-            balance=round(account.balance, 2),
-            equity=round(account.equity, 2),
-            floating=round(account.floating, 2),
-            day_start_balance=round(account.day_start_balance, 2),
-            daily_floor=round(account.daily_floor, 2),
-            max_loss_floor=round(account.plan.max_loss_floor, 2),
+            balance=account.balance / 100,
+            equity=account.equity / 100,
+            floating=account.floating / 100,
+            day_start_balance=account.day_start_balance / 100,
+            daily_floor=_units(account.daily_floor),
+            max_loss_floor=_units(account.max_floor),
+            trading_days=account.trading_days(),
             open_positions=len(account.positions),
             breach=account.breach,
+            breaches=list(account.breaches),
             events_applied=account.version,
             last_event_ns=account.ts_ns,
         )
+
+
+def _units(cents: int) -> float | None:
+    return None if cents == NO_LIMIT else cents / 100

@@ -21,7 +21,7 @@ from actors.events import AnyDomainEvent
 from actors.plans import Plan
 from actors.shard import AccountView, ShardCore, ShardStats
 from bridge.codec import decode_event_batch, encode_batch
-from bridge.commands import AnyPlatformCommand, CloseAllPositions, DisableTrading
+from bridge.commands import AnyPlatformCommand, DisableTrading, EnableTrading, PlatformCommand
 from bridge.events import AnyPlatformEvent
 from ledger.database import create_engine
 from ledger.journal import Journal, JournalRecord
@@ -88,7 +88,7 @@ class AccountShard:
         applied = self.core.apply(events)
         if seq:
             self.delivered[source] = seq
-        commands = [e for e in applied.effects if isinstance(e, DisableTrading | CloseAllPositions)]
+        commands = [e for e in applied.effects if isinstance(e, PlatformCommand)]
         if commands:
             self._send(commands)
         self.pending.extend(journal_record(e) for e in applied.journal)
@@ -101,6 +101,8 @@ class AccountShard:
         for command in commands:
             if isinstance(command, DisableTrading):
                 self.unconfirmed[command.account_id] = (command, now)
+            elif isinstance(command, EnableTrading):  # a pause ended: stop resending its freeze
+                self.unconfirmed.pop(command.account_id, None)
         self.sent.append(self.bridge.submit.remote(encode_batch(commands)))
 
     async def account(self, account_id: str) -> AccountView | None:

@@ -48,4 +48,14 @@ class CloseAllPositions(PlatformCommand, frozen=True, kw_only=True, tag="close_a
         return Lane.PROTECT
 
 
-AnyPlatformCommand = DisableTrading | CloseAllPositions
+class EnableTrading(PlatformCommand, frozen=True, kw_only=True, tag="enable_trading"):
+    """Let a paused account trade again (a daily pause ended at the day boundary)."""
+
+    reason: str
+
+    @property
+    def lane(self) -> Lane:
+        return Lane.PROTECT
+
+
+AnyPlatformCommand = DisableTrading | CloseAllPositions | EnableTrading

@@ -35,6 +35,7 @@ class BalanceKind(enum.StrEnum):
     DEPOSIT = "deposit"
     WITHDRAWAL = "withdrawal"
     CORRECTION = "correction"
+    CREDIT = "credit"  # MetaTrader credit: counts in equity, not in balance
 
 
 def _require_finite(**values: float) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from bridge.commands import AnyPlatformCommand, CloseAllPositions
+from bridge.commands import AnyPlatformCommand, CloseAllPositions, EnableTrading
 from bridge.events import (
     AnyPlatformEvent,
     DealEntry,
@@ -69,9 +69,11 @@ class SimPosition(msgspec.Struct, kw_only=True):
 
 
 class SimAccount(msgspec.Struct, kw_only=True):
+    """Money in cents, as the server keeps it: every deal's amounts are rounded to the cent."""
+
     account_id: str
-    balance: float
-    day_start_balance: float
+    balance: int
+    day_start_balance: int
     reckless: bool
     positions: dict[int, SimPosition] = msgspec.field(default_factory=dict)
     enabled: bool = True
@@ -127,10 +129,11 @@ class PlatformSimulator:
             if account_id in self.accounts:
                 continue
             reckless = self.rng.random() < self.config.reckless_fraction
+            initial = round(self.config.limits.initial_balance * 100)
             self.accounts[account_id] = SimAccount(
                 account_id=account_id,
-                balance=self.config.limits.initial_balance,
-                day_start_balance=self.config.limits.initial_balance,
+                balance=initial,
+                day_start_balance=initial,
                 reckless=reckless,
             )
             created += 1
@@ -252,7 +255,7 @@ class PlatformSimulator:
         profit: float,
     ) -> None:
         commission = -round(COMMISSION_PER_LOT * volume, 2)
-        account.balance += profit + commission
+        account.balance += round(profit * 100) + round(commission * 100)
         event = DealExecuted(
             event_id=self._next_id(),
             ts_ns=self.sim_ns,
@@ -273,34 +276,45 @@ class PlatformSimulator:
     # -- ground truth ---------------------------------------------------------------------------
 
     def equity(self, account: SimAccount) -> float:
-        """Balance plus floating P&L, longs at the bid and shorts at the ask."""
-        floating = 0.0
+        """Balance plus floating P&L, longs at the bid and shorts at the ask, in currency units."""
+        return self._equity_cents(account) / 100
+
+    def _equity_cents(self, account: SimAccount) -> int:
+        # Like a MetaTrader server: each position's profit is rounded to the account's cents.
+        equity = account.balance
         for p in account.positions.values():
             bid, ask = self.quote(p.symbol)
             if p.side is Side.BUY:
-                floating += (bid - p.open_price) * p.volume * p.contract_size
+                equity += round((bid - p.open_price) * p.volume * p.contract_size * 100)
             else:
-                floating += (p.open_price - ask) * p.volume * p.contract_size
-        return account.balance + floating
+                equity += round((p.open_price - ask) * p.volume * p.contract_size * 100)
+        return equity
+
+    def floors(self, account: SimAccount) -> tuple[int, int]:
+        """The (daily, static) loss floors in cents."""
+        limits = self.config.limits
+        initial = round(limits.initial_balance * 100)
+        daily = account.day_start_balance - round(initial * limits.daily_loss_pct / 100)
+        static = initial - round(initial * limits.max_loss_pct / 100)
+        return daily, static
 
     def _oracle(self, account: SimAccount, event_id: str) -> None:
+        """Record the first event at which equity reached a loss floor."""
         if account.account_id in self.crossed:
             return
-        limits = self.config.limits
-        daily = account.day_start_balance - limits.initial_balance * limits.daily_loss_pct / 100
-        static = limits.initial_balance * (1 - limits.max_loss_pct / 100)
+        daily, static = self.floors(account)
+        equity = self._equity_cents(account)
+        # The higher floor binds: a continuous fall reaches it first (max loss on a tie).
         rule, floor = ("max_loss", static) if static >= daily else ("daily_loss", daily)
-        equity = self.equity(account)
-        if equity <= floor:
-            self.crossed[account.account_id] = Crossing(
-                account_id=account.account_id,
-                event_id=event_id,
-                rule=rule,
-                equity=equity,
-                floor=floor,
-            )
-
-    # -- the wire -------------------------------------------------------------------------------
+        if equity > floor:
+            return
+        self.crossed[account.account_id] = Crossing(
+            account_id=account.account_id,
+            event_id=event_id,
+            rule=rule,
+            equity=equity / 100,
+            floor=floor / 100,
+        )
 
     def _next_id(self) -> str:
         self.seq += 1
@@ -338,6 +352,9 @@ class PlatformSimulator:
         if isinstance(command, CloseAllPositions):
             for position_id in list(account.positions):
                 self._close(account, position_id)
+            return 0
+        if isinstance(command, EnableTrading):
+            account.enabled, account.disabled_by = True, None
             return 0
         if account.enabled:
             account.enabled = False

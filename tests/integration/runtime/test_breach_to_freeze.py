@@ -84,7 +84,7 @@ async def test_breach_when_equity_crosses_daily_limit_then_platform_disables_acc
         kinds = [e.kind for e in await Journal(engine).read(account_id="t-1")]
     finally:
         await engine.dispose()
-    assert kinds == ["deal", "rule_breached", "trading_disabled", "account_frozen"]
+    assert kinds == ["deal", "rule_breached", "phase_failed", "trading_disabled", "account_frozen"]
 
 
 async def test_account_endpoint_shows_breach_and_freeze(runtime: Runtime, http: str) -> None:
@@ -102,10 +102,11 @@ async def test_account_endpoint_shows_breach_and_freeze(runtime: Runtime, http: 
             assert response.content_type == "application/problem+json"
             missing = await response.json()
 
-    assert body["status"] == "breached"
+    assert (body["status"], body["phase"]) == ("failed", "challenge")
     assert body["frozen"] is True
     assert body["breach"]["rule"] == "daily_loss"
     assert body["breach"]["caused_by"] == "x:3"
-    assert body["equity"] == pytest.approx(DEFAULT_PLAN.initial_balance - 6100.0)
+    assert body["equity"] == 100_000.0 - 6100.0
+    assert [b["action"] for b in body["breaches"]] == ["fail"]
     assert (untouched["status"], untouched["frozen"]) == ("active", False)
     assert "nobody" in missing["detail"]

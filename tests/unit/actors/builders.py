@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import msgspec
+
 from actors.plans import Plan
 from bridge.events import (
     BalanceKind,
@@ -15,7 +17,17 @@ from bridge.events import (
     TradingDisabled,
 )
 
-PLAN = Plan(name="test-100k", initial_balance=100_000.0, daily_loss_pct=5.0, max_loss_pct=10.0)
+PLAN = msgspec.convert(
+    {
+        "id": "test-100k",
+        "name": "Test 100K",
+        "initial_balance": 100_000.0,
+        "warning_levels": [],
+        "phases": [{"name": "challenge", "daily_loss": {"pct": 5}, "max_loss": {"pct": 10}}],
+    },
+    type=Plan,
+)
+"""5% daily loss of the initial balance below the day-start balance, 10% static; no warnings."""
 T0 = 1_772_442_000 * 1_000_000_000  # 2026-03-02T09:00:00Z, a Monday morning in Prague
 
 

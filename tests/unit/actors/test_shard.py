@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from actors.plans import Plan
@@ -46,7 +47,7 @@ def test_tick_when_some_accounts_hold_the_symbol_then_only_holders_are_evaluated
     assert shard.stats.evaluations - evaluations == 2
     changed = {a for a in "abcd" if shard.accounts[a].version != versions[a]}
     assert changed == {"a", "b"}
-    assert shard.book["EURUSD"] == (1.101, 1.1011)
+    assert shard.market.book["EURUSD"] == (1.101, 1.1011)
 
 
 def test_tick_when_nobody_holds_the_symbol_then_no_evaluation_but_book_updates() -> None:
@@ -56,7 +57,7 @@ def test_tick_when_nobody_holds_the_symbol_then_no_evaluation_but_book_updates()
 
     assert shard.stats.evaluations == 0
     assert shard.stats.events == 1
-    assert shard.book == {"US500": (5900.0, 5900.5)}
+    assert shard.market.book == {"US500": (5900.0, 5900.5)}
 
 
 def test_index_when_last_position_in_a_symbol_closes_then_account_is_dropped() -> None:
@@ -107,13 +108,13 @@ def test_register_when_repeated_then_idempotent_and_state_kept() -> None:
     assert shard.register([("a", PLAN), ("b", PLAN)]) == 2
     shard.apply([deal(1, account_id="a", commission=-7.0)])
 
-    other = Plan(name="other", initial_balance=5_000.0)
+    other = msgspec.structs.replace(PLAN, id="other", initial_balance=5_000.0)
     added = shard.register([("a", other), ("b", PLAN), ("c", PLAN)])
 
     assert added == 1
     assert shard.stats.accounts == 3
     assert shard.accounts["a"].plan == PLAN
-    assert shard.accounts["a"].balance == 99_993.0
+    assert shard.accounts["a"].balance == 9_999_300  # cents
 
 
 def test_apply_when_tick_breaches_holders_then_effects_and_stats_count_them() -> None:
@@ -133,7 +134,7 @@ def test_apply_when_tick_breaches_holders_then_effects_and_stats_count_them() ->
     assert shard.breached() == ["a"]
     assert (shard.stats.breaches, shard.stats.frozen) == (1, 1)
     view = AccountView.of(shard.accounts["a"])
-    assert (view.status, view.frozen, view.equity) == ("breached", True, 90_000.0)
+    assert (view.status, view.frozen, view.equity) == ("failed", True, 90_000.0)
 
 
 def test_deal_when_book_has_the_symbol_then_new_position_is_marked_from_the_book() -> None:
@@ -142,4 +143,4 @@ def test_deal_when_book_has_the_symbol_then_new_position_is_marked_from_the_book
 
     shard.apply([deal(1, account_id="a", price=1.1001)])
 
-    assert shard.accounts["a"].floating == pytest.approx(-20.0, abs=1e-6)
+    assert shard.accounts["a"].floating == -2_000  # cents: long valued at the bid

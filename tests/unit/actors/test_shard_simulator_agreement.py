@@ -7,6 +7,7 @@ breaches, at the same event, under the same rule.
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,12 +21,22 @@ ACCOUNTS = [f"acc-{i:02d}" for i in range(50)]
 
 
 def plan_for(limits: Limits) -> Plan:
-    return Plan(
-        name="sim",
-        initial_balance=limits.initial_balance,
-        daily_loss_pct=limits.daily_loss_pct,
-        max_loss_pct=limits.max_loss_pct,
-        day_timezone=limits.day_timezone,
+    """The plan the simulator's limits describe, built here independently of the runtime."""
+    return msgspec.convert(
+        {
+            "id": "sim",
+            "name": "sim",
+            "initial_balance": limits.initial_balance,
+            "day_rollover": {"timezone": limits.day_timezone},
+            "phases": [
+                {
+                    "name": "challenge",
+                    "daily_loss": {"pct": limits.daily_loss_pct},
+                    "max_loss": {"pct": limits.max_loss_pct},
+                }
+            ],
+        },
+        type=Plan,
     )
 
 
@@ -44,7 +55,7 @@ def run(config: SimulatorConfig, intervals: list[float]) -> tuple[PlatformSimula
     # The market is open before anyone trades, so the book has every symbol (as in production).
     sim.advance(2.0)
     pump(sim, shard)
-    assert set(shard.book) == set(sim.instruments)
+    assert set(shard.market.book) == set(sim.instruments)
     sim.provision(ACCOUNTS)
     for seconds in intervals:
         sim.advance(seconds)
@@ -60,7 +71,7 @@ def assert_agree(sim: PlatformSimulator, shard: ShardCore) -> None:
         breach = shard.accounts[account_id].breach
         assert breach is not None
         assert (breach.caused_by, breach.rule.value) == (crossing.event_id, crossing.rule)
-        assert abs(breach.equity - crossing.equity) <= 1e-6
+        assert (breach.value, breach.limit) == (crossing.equity, crossing.floor)
     frozen = {a.account_id for a in shard.accounts.values() if a.frozen is not None}
     assert frozen == set(sim.report().disabled) == set(crossed)
 

@@ -126,10 +126,12 @@ def test_close_all_when_account_has_positions_then_each_closes_with_an_out_deal(
 
 
 def floor_of(sim: PlatformSimulator, account: SimAccount) -> float:
+    """The binding floor in currency units, computed here from the limits, not by the simulator."""
     limits = sim.config.limits
-    daily = account.day_start_balance - limits.initial_balance * limits.daily_loss_pct / 100
-    static = limits.initial_balance * (1 - limits.max_loss_pct / 100)
-    return max(daily, static)
+    initial = round(limits.initial_balance * 100)
+    daily = account.day_start_balance - round(initial * limits.daily_loss_pct / 100)
+    static = initial - round(initial * limits.max_loss_pct / 100)
+    return max(daily, static) / 100
 
 
 def test_oracle_crossings_when_run_then_they_agree_with_its_own_equity() -> None:
