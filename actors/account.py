@@ -215,8 +215,10 @@ class Account(msgspec.Struct, kw_only=True):
             self.next_rollover_ns = clock.boundary_after(ts_ns)
             return []
         effects: list[Effect] = []
-        while ts_ns >= self.next_rollover_ns:
-            rules.roll_day(self, self.next_rollover_ns, cause, effects)
+        if ts_ns >= self.next_rollover_ns:
+            while ts_ns >= self.next_rollover_ns:
+                rules.roll_day(self, self.next_rollover_ns, cause, effects)
+            rules.refresh_triggers(self)  # new floors, re-armed warnings: the old bracket is stale
         return effects
 
     def _start(self, amount: int) -> None:

@@ -142,11 +142,29 @@ def refresh_triggers(account: Account) -> None:
     if rule is not None and rule.mode == "trailing_equity":
         high = account.peak + 1
     target = account.phase.profit_target
-    if target is not None and target.basis == "equity" and account.status is AccountStatus.ACTIVE:
+    if (
+        target is not None
+        and target.basis == "equity"
+        and account.status is AccountStatus.ACTIVE
+        and _tick_can_pass(account)
+    ):
         # closed_pnl + floating - excluded >= target, with floating = equity - balance - credit
         needed = pct_of(account.initial, target.pct) + account.excluded - account.closed_pnl
         high = min(high, needed + account.balance + account.credit)
     account.low, account.high = low, high
+
+
+def _tick_can_pass(account: Account) -> bool:
+    """Whether reaching the equity target on a tick could pass or fail the phase. The other
+    passing conditions move only with deals and day boundaries, which evaluate in full anyway."""
+    phase = account.phase
+    if phase.min_trading_days is not None and trading_days(account) < phase.min_trading_days.days:
+        return False
+    if phase.consistency is not None and not _consistency_holds(account):
+        return phase.consistency.action == "fail"
+    if phase.min_hold_time is not None and not _hold_time_holds(account):
+        return phase.min_hold_time.action == "fail"
+    return True
 
 
 # Day boundaries ------------------------------------------------------------------------------
@@ -454,8 +472,7 @@ def _consistent(account: Account, cause: str, ts_ns: int, effects: list[Effect])
     rule = account.phase.consistency
     if rule is None:
         return True
-    total = account.closed_pnl
-    if total > 0 and max(account.day_pnl.values()) * 100 <= rule.max_best_day_pct * total:
+    if _consistency_holds(account):
         return True
     if rule.action == "fail":
         best = best_day_pct(account)
@@ -466,9 +483,22 @@ def _consistent(account: Account, cause: str, ts_ns: int, effects: list[Effect])
     return False
 
 
+def _consistency_holds(account: Account) -> bool:
+    rule = account.phase.consistency
+    total = account.closed_pnl
+    return rule is None or (
+        total > 0 and max(account.day_pnl.values()) * 100 <= rule.max_best_day_pct * total
+    )
+
+
+def _hold_time_holds(account: Account) -> bool:
+    rule = account.phase.min_hold_time
+    return rule is None or account.short_trades * 100 <= rule.max_share_pct * account.closed_trades
+
+
 def _held(account: Account, cause: str, ts_ns: int, effects: list[Effect]) -> bool:
     rule = account.phase.min_hold_time
-    if rule is None or account.short_trades * 100 <= rule.max_share_pct * account.closed_trades:
+    if rule is None or _hold_time_holds(account):
         return True
     if rule.action == "fail":
         share = account.short_trades * 100 / account.closed_trades

@@ -16,7 +16,7 @@ from actors.account import Account, Effect, UnknownSymbol
 from actors.events import AccountFrozen, AccountStatus, AnyDomainEvent, RuleBreached
 from actors.market import Market
 from actors.plans import Plan
-from actors.rules import NO_LIMIT
+from actors.rules import NO_LIMIT, NO_TRIGGER
 from bridge.commands import PlatformCommand
 from bridge.events import AnyPlatformEvent, PriceTicked
 
@@ -48,6 +48,7 @@ class ShardCore:
     def __init__(self, shard: int) -> None:
         self.accounts: dict[str, Account] = {}
         self.market = Market()
+        self.next_boundary_ns = 0  # the earliest day boundary of any hosted account
         self.by_symbol: defaultdict[str, set[str]] = defaultdict(set)
         self.stats = ShardStats(shard=shard)
 
@@ -59,6 +60,8 @@ class ShardCore:
                 self.accounts[account_id] = Account.open(account_id, plan)
                 added += 1
         self.stats.accounts = len(self.accounts)
+        if added:
+            self.next_boundary_ns = 0  # the next batch starts the new accounts' clocks
         return added
 
     def apply(self, events: Sequence[AnyPlatformEvent]) -> Applied:
@@ -73,7 +76,25 @@ class ShardCore:
                 applied.journal.append(event)
             applied.effects.extend(effects)
             applied.journal.extend(e for e in effects if not isinstance(e, PlatformCommand))
+        if events and events[-1].ts_ns >= self.next_boundary_ns:
+            self._run_clock(events[-1], applied)
         return applied
+
+    def _run_clock(self, last: AnyPlatformEvent, applied: Applied) -> None:
+        """Take every account whose trading day ended to the time of `last`, events or not.
+
+        An account that gets no event (flat, or paused with its positions closed) still has
+        its day roll: a pause ends, `inactivity` and `max_days` run, on time.
+        """
+        earliest = NO_TRIGGER
+        for account in self.accounts.values():
+            if account.next_rollover_ns <= last.ts_ns:
+                effects = account.advance(last.ts_ns, last.event_id)
+                self._count(effects)
+                applied.effects.extend(effects)
+                applied.journal.extend(e for e in effects if not isinstance(e, PlatformCommand))
+            earliest = min(earliest, account.next_rollover_ns)
+        self.next_boundary_ns = earliest
 
     def _apply_tick(self, tick: PriceTicked) -> list[Effect]:
         book = self.market.book

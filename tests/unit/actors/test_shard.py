@@ -5,12 +5,15 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from actors.plans import Plan
+from actors.events import AccountStatus, RuleBreached, RuleName
+from actors.plans import DailyLoss, Inactivity, Plan
 from actors.shard import AccountView, ShardCore
 from bridge.commands import DisableTrading
 from bridge.events import AnyPlatformEvent, DealEntry, DealExecuted, Side
 
-from .builders import PLAN, balance, deal, disabled, tick
+from .builders import PLAN, T0, balance, deal, disabled, tick, utc_ns
+
+DAY_NS = 86_400 * 1_000_000_000
 
 
 def shard_with(*account_ids: str, plan: Plan = PLAN) -> ShardCore:
@@ -144,3 +147,56 @@ def test_deal_when_book_has_the_symbol_then_new_position_is_marked_from_the_book
     shard.apply([deal(1, account_id="a", price=1.1001)])
 
     assert shard.accounts["a"].floating == -2_000  # cents: long valued at the bid
+
+
+def _plan_with(**rules: object) -> Plan:
+    phase = msgspec.structs.replace(PLAN.phases[0], **rules)
+    return msgspec.structs.replace(PLAN, phases=(phase,))
+
+
+def test_clock_when_a_flat_account_gets_no_events_then_inactivity_still_fails_it_on_time() -> None:
+    shard = shard_with("idle", "busy", plan=_plan_with(inactivity=Inactivity(days=2)))
+    shard.apply([deal(1, account_id="busy", ts_ns=T0)])  # Monday; starts every account's clock
+
+    # Only "busy" trades (Wednesday, Thursday); "idle" has had Tuesday and Wednesday without one.
+    shard.apply([deal(2, account_id="busy", ts_ns=T0 + 2 * DAY_NS)])
+    applied = shard.apply([deal(3, account_id="busy", ts_ns=T0 + 3 * DAY_NS)])
+
+    failed = [e for e in applied.effects if isinstance(e, RuleBreached)]
+    assert [(b.account_id, b.rule) for b in failed] == [("idle", RuleName.INACTIVITY)]
+    assert failed[0].ts_ns == utc_ns(2026, 3, 4, 23)  # Thursday 00:00 in Prague
+    assert shard.breached() == ["idle"]
+    assert any(isinstance(e, DisableTrading) and e.account_id == "idle" for e in applied.effects)
+
+
+def test_clock_when_a_paused_account_is_flat_then_it_resumes_at_the_next_boundary() -> None:
+    plan = _plan_with(daily_loss=DailyLoss(pct=5.0, action="pause"))
+    shard = shard_with("a", "b", plan=plan)
+    shard.apply([deal(1, account_id="a", symbol="US500", volume=100.0, price=5000.0)])
+    paused = shard.apply([tick("US500", 4_940.0, event_id="t1")]).effects
+    closing = deal(
+        2,
+        account_id="a",
+        entry=DealEntry.OUT,
+        side=Side.SELL,
+        symbol="US500",
+        volume=100.0,
+        price=4_940.0,
+        position_id=1,
+        profit=-6_000.0,
+    )
+    shard.apply([closing])  # the platform closed the position; the account is flat
+    assert shard.accounts["a"].status is AccountStatus.PAUSED
+
+    next_day = T0 + DAY_NS
+    resumed = shard.apply([deal(3, account_id="b", ts_ns=next_day)]).effects
+
+    assert [type(e).__name__ for e in paused if e.account_id == "a"] == [
+        "RuleBreached",
+        "AccountPaused",
+        "CloseAllPositions",
+        "DisableTrading",
+    ]
+    assert [type(e).__name__ for e in resumed] == ["AccountResumed", "EnableTrading"]
+    assert shard.accounts["a"].status is AccountStatus.ACTIVE
+    assert shard.accounts["a"].day_start_balance == 9_400_000  # the new day starts at 94,000
