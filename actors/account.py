@@ -261,7 +261,7 @@ class Account(msgspec.Struct, kw_only=True):
         self.last_trade_day = self.day
         if not self.first_trade_day:
             self.first_trade_day = self.day
-        if self.status is AccountStatus.ACTIVE or self.status is AccountStatus.PAUSED:
+        if self.status is AccountStatus.ACTIVE:  # a paused account's deals are our own closes
             rules.check_deal(self, deal, market, position, effects)
         if deal.entry is DealEntry.IN and position is not None:
             self._open(deal, position)

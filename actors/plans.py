@@ -223,6 +223,10 @@ def load_plan(path: Path) -> Plan:
     except msgspec.ValidationError as exc:
         message = str(exc)
         field_path = message.rsplit(" - at `", 1)[1].rstrip("`") if " - at `" in message else "$"
+        # A misspelt key, or a check naming its key first: point at the key, not at its table.
+        key = re.match(r"(?:Object contains unknown field )?`(\w+)`", message)
+        if key:
+            field_path = f"{field_path}.{key.group(1)}"
         line = _line_of(text, field_path)
         where = f"{path}:{line}" if line else str(path)
         raise PlanError(f"{where}: {message}") from exc
