@@ -263,10 +263,11 @@ class Account(msgspec.Struct, kw_only=True):
             self.first_trade_day = self.day
         if self.status is AccountStatus.ACTIVE:  # a paused account's deals are our own closes
             rules.check_deal(self, deal, market, position, effects)
+        judged = self.status is AccountStatus.ACTIVE or self.status is AccountStatus.PAUSED
         if deal.entry is DealEntry.IN and position is not None:
-            self._open(deal, position)
+            self._open(deal, position, judged)
         else:
-            self._close(deal)
+            self._close(deal, judged)
         self._refloat(market.book)
         rules.after_deal(self)
         if self.started:
@@ -293,7 +294,8 @@ class Account(msgspec.Struct, kw_only=True):
             open_day=self.day,
         )
 
-    def _open(self, deal: DealExecuted, position: Position) -> None:
+    def _open(self, deal: DealExecuted, position: Position, judged: bool) -> None:
+        """Open or add to a position; `judged`: the day counts (the phase is still running)."""
         if position.volume > 0:  # adding to a position: volume-weighted open price
             total = position.volume + deal.volume
             position.open_price = (
@@ -303,9 +305,10 @@ class Account(msgspec.Struct, kw_only=True):
         else:
             position.volume = deal.volume
             self.positions[deal.position_id] = position
-        self.opened_days.add(self.day)
+        if judged:
+            self.opened_days.add(self.day)
 
-    def _close(self, deal: DealExecuted) -> None:
+    def _close(self, deal: DealExecuted, judged: bool) -> None:
         position = self.positions.get(deal.position_id)
         if position is None:
             return
@@ -317,7 +320,7 @@ class Account(msgspec.Struct, kw_only=True):
             return
         del self.positions[deal.position_id]
         self.closed_trades += 1
-        if position.open_day == self.day:
+        if judged and position.open_day == self.day:
             self.round_trip_days.add(self.day)
         hold = self.phase.min_hold_time
         if hold is not None and deal.ts_ns - position.opened_ns < hold.seconds * 1_000_000_000:

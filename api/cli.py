@@ -26,6 +26,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dashboard-port", type=int)
     demo.add_argument("--shards", type=int)
 
+    replay = commands.add_parser(
+        "replay",
+        help="evaluate a plan over a recorded event stream (no Ray, no database)",
+        description="Run the account entity over EVENTS (JSONL) under PLAN and print a verdict "
+        "per account. Exit 0 on success, 2 on bad input (file:line and field on stderr). "
+        "Format: docs/rules.md, section Replay.",
+    )
+    replay.add_argument("plan", type=Path, metavar="PLAN.toml")
+    replay.add_argument("events", type=Path, metavar="EVENTS.jsonl")
+    replay.add_argument(
+        "--symbols", type=Path, metavar="SYMBOLS.toml", help="symbol table (default: bundled)"
+    )
+    replay.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
+    replay.add_argument("--phase", metavar="NAME", help="evaluate this phase (default: first)")
+
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="apply migrations up to the newest")
@@ -44,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "replay":
+        return _replay(args)
     return _db_upgrade(args)
 
 
@@ -64,6 +81,18 @@ def _demo(args: argparse.Namespace) -> int:
         json_path=args.json_path,
     )
     return demo.main(settings, options)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from api import replay
+
+    return replay.main(
+        args.plan,
+        args.events,
+        symbols_path=args.symbols,
+        as_json=args.as_json,
+        phase=args.phase,
+    )
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
