@@ -241,7 +241,11 @@ class Account(msgspec.Struct, kw_only=True):
             self.credit += amount
         else:
             self.balance += amount
-            self.day_start_balance += amount  # money moved in or out is not a trading loss
+            # Money moved in or out is not trading: the day's references and a trailing peak
+            # move with it (a payout lowers the high-water mark by its amount).
+            self.day_start_balance += amount
+            if self.phase.max_loss is not None and self.phase.max_loss.mode != "static":
+                self.peak += amount
         self.day_start_equity += amount
         rules.refresh_limits(self)
         if self.started:

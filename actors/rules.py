@@ -2,7 +2,8 @@
 
 Functions over an `Account` (state lives there; this module is the policy). Order at each event:
 1. day boundaries passed since the last event, one at a time: `weekend_holding`, then the new day's
-   reference values, a daily pause ending, `max_days`, `inactivity`;
+   reference values, a daily pause ending, `max_days`, `inactivity`, then the equity rules (3.)
+   against the new day's floors, at the boundary's time;
 2. rules on the deal itself: `max_lots`, then `news_trading`;
 3. equity rules: a new trailing-equity peak, then the loss floors (`max_loss`, `daily_loss`; when
    one event crosses both, the higher floor is named, as a continuous fall reaches it first),
@@ -187,6 +188,10 @@ def roll_day(account: Account, boundary_ns: int, cause: str, effects: list[Effec
         effects.extend(account.resume(boundary_ns, cause))
     _check_day_limits(account, new_day, boundary_ns, cause, effects)
     refresh_limits(account)
+    if _active(account):
+        # The new day's floors apply from the boundary itself: equity already through them
+        # (a floating loss carried over, a raised end-of-day peak) breaks them at that instant.
+        check_equity(account, cause, boundary_ns, effects)
 
 
 def _check_weekend(

@@ -481,3 +481,19 @@ def test_snapshot_when_round_tripped_through_msgpack_then_state_and_behaviour_ar
     assert restored.apply(later, market) == account.apply(later)
     assert restored.apply(deal(3), market) == []
     assert restored == account.account
+
+
+def test_withdrawal_when_max_loss_trails_then_the_peak_drops_by_the_payout() -> None:
+    # OANDA's prop-trading rules: the high-water mark "will decrease by the amount
+    # of the payout request".
+    phase = msgspec.structs.replace(
+        PLAN.phases[0], daily_loss=None, max_loss=MaxLoss(pct=10.0, mode="trailing_closed_balance")
+    )
+    account = fresh(msgspec.structs.replace(PLAN, phases=(phase,)))
+    realise(account, 1, 6_000.0, T0)  # a closed high of 106,000: floor 96,000
+    assert account.max_floor == c(96_000.0)
+
+    effects = account.apply(balance(3, -5_000.0))  # a payout of 5,000
+
+    assert effects == []
+    assert (account.balance, account.peak, account.max_floor) == (c(101_000), c(101_000), c(91_000))
