@@ -1,0 +1,111 @@
+"""`python -m loadtests SCENARIO [options]`: run one load-test scenario; without one, list them.
+
+`python -m loadtests --bench` runs the short version of every scenario in turn (`make bench`).
+A scenario is a module in this package with a `main(argv) -> int` function (a module whose `main`
+takes no argument reads `sys.argv`, as `actor_cost` does); to add one, add it to `SCENARIOS`.
+Modules are imported only when their scenario runs, so listing needs neither Ray nor the actors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from unittest import mock
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A registered scenario: its module, one line on what it measures, its `make bench` args."""
+
+    name: str
+    module: str
+    summary: str
+    bench_args: tuple[str, ...] = ()
+
+
+SCENARIOS: dict[str, Scenario] = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario(
+            name="entity",
+            module="loadtests.entity",
+            summary="account evaluations/s on one core for the entity alone, every rule on",
+            bench_args=(
+                "--accounts",
+                "2000",
+                "--ticks",
+                "1000",
+                "--repetitions",
+                "3",
+                "--json",
+                "var/bench/entity.json",
+            ),
+        ),
+        Scenario(
+            name="actor_cost",
+            module="loadtests.actor_cost",
+            summary="what one Ray actor costs: creation time and resident memory",
+            bench_args=("--actors", "4"),
+        ),
+    )
+}
+
+
+def run(name: str, argv: Sequence[str]) -> int:
+    """Run scenario `name` with its own command-line options; its exit status."""
+    scenario = SCENARIOS[name]
+    entry = importlib.import_module(scenario.module).main
+    if inspect.signature(entry).parameters:
+        return int(entry(list(argv)) or 0)
+    with mock.patch.object(sys, "argv", [f"python -m loadtests {name}", *argv]):
+        return int(entry() or 0)
+
+
+def bench() -> int:
+    """The short version of every scenario, one after the other; fails if any failed."""
+    failed: list[str] = []
+    for scenario in SCENARIOS.values():
+        print(f"== {scenario.name} {' '.join(scenario.bench_args)}", flush=True)
+        started = time.perf_counter()
+        status = run(scenario.name, scenario.bench_args)
+        print(f"== {scenario.name}: exit {status} in {time.perf_counter() - started:.1f} s\n")
+        if status:
+            failed.append(scenario.name)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def usage() -> str:
+    """The scenario list shown when no scenario is given."""
+    width = max(len(name) for name in SCENARIOS)
+    lines = [
+        "usage: python -m loadtests SCENARIO [options]   (SCENARIO --help for its options)",
+        "       python -m loadtests --bench              (short version of every scenario)",
+        "",
+        "scenarios:",
+    ]
+    lines += [f"  {s.name:<{width}}  {s.summary}" for s in SCENARIOS.values()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a scenario, run the bench set, or list the scenarios."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "--list"):
+        print(usage())
+        return 0
+    if args[0] == "--bench":
+        return bench()
+    if args[0] not in SCENARIOS:
+        print(f"unknown scenario {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    return run(args[0], args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
