@@ -189,7 +189,14 @@ class Account(msgspec.Struct, kw_only=True):
 
     def on_tick(self, tick: PriceTicked, book: dict[str, Quote]) -> list[Effect]:
         """Re-mark the positions a tick moves; evaluate rules only if equity left [low, high]."""
-        effects = self._advance(tick.ts_ns, tick.event_id) if tick.ts_ns >= self.ts_ns else []
+        ts_ns = tick.ts_ns
+        if ts_ns >= self.next_rollover_ns:  # also the very first event (no day yet)
+            effects = self._advance(ts_ns, tick.event_id)
+        else:  # the common case, inlined: same day, no boundary to run
+            effects = []
+            self.version += 1
+            if ts_ns > self.ts_ns:
+                self.ts_ns = ts_ns
         symbol = tick.symbol
         floating = 0
         for position in self.positions.values():
