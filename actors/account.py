@@ -313,9 +313,10 @@ class Account(msgspec.Struct, kw_only=True):
                 position.open_price * position.volume + deal.price * deal.volume
             ) / total
             position.volume = total
-        else:
-            position.volume = deal.volume
-            self.positions[deal.position_id] = position
+            return
+        position.volume = deal.volume
+        position.open_day = self.day  # the deal's own day: its boundaries have run by now
+        self.positions[deal.position_id] = position
         if judged:
             self.opened_days.add(self.day)
 

@@ -50,7 +50,7 @@ def test_load_when_plan_is_valid_then_phases_and_rules_are_read(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("broken", "line", "fragment"),
     [
-        (GOOD.replace('pct = 5\n[phases.profit', 'pct = "5"\n[phases.profit'), 12, "pct"),
+        (GOOD.replace("pct = 5\n[phases.profit", 'pct = "5"\n[phases.profit'), 12, "pct"),
         (GOOD.replace("pct = 10", "pct = 10\npcts = 3"), 15, "unknown field `pcts`"),
         (GOOD.replace('time = "17:00"', 'time = "5pm"'), 7, "HH:MM"),
         (GOOD.replace('"America/New_York"', '"America/Gotham"'), 6, "America/Gotham"),
