@@ -188,27 +188,24 @@ class Account(msgspec.Struct, kw_only=True):
         return effects
 
     def on_tick(self, tick: PriceTicked, book: dict[str, Quote]) -> list[Effect]:
-        """Re-mark the positions a tick moves; evaluate rules only if equity left [low, high]."""
+        """Re-mark every position at `book`; evaluate rules only if equity left (low, high).
+
+        A tick is not an applied event: it moves neither `version` nor `ts_ns` (a day boundary
+        it passes does). Every position is re-marked, not only those of the ticked symbol, so the
+        equity is exact even when the caller skipped ticks that could not change anything (the
+        shard's price bands).
+        """
         ts_ns = tick.ts_ns
         if ts_ns >= self.next_rollover_ns:  # also the very first event (no day yet)
             effects = self._advance(ts_ns, tick.event_id)
-        else:  # the common case, inlined: same day, no boundary to run
+        else:
             effects = []
-            self.version += 1
-            if ts_ns > self.ts_ns:
-                self.ts_ns = ts_ns
-        symbol = tick.symbol
-        floating = 0
-        for position in self.positions.values():
-            if position.symbol == symbol or position.conversion == symbol:
-                position.floating = position.value(book)
-            floating += position.floating
-        self.floating = floating
-        equity = self.balance + self.credit + floating
+        self._refloat(book)
+        equity = self.balance + self.credit + self.floating
         if self.low < equity < self.high and not effects:
             return effects
         if self.started:
-            effects.extend(self._evaluate(tick.event_id, tick.ts_ns))
+            effects.extend(self._evaluate(tick.event_id, ts_ns))
         return effects
 
     def _advance(self, ts_ns: int, cause: str) -> list[Effect]:

@@ -42,13 +42,14 @@ def test_tick_when_some_accounts_hold_the_symbol_then_only_holders_are_evaluated
             deal(3, account_id="c", symbol="XAUUSD", price=2650.0),
         ]
     )
-    versions = {a: shard.accounts[a].version for a in "abcd"}
+    shard.apply([tick("EURUSD", 1.1, 1.1001), tick("XAUUSD", 2650.0, 2650.5)])
+    floating = {a: shard.accounts[a].floating for a in "abcd"}
     evaluations = shard.stats.evaluations
 
     shard.apply([tick("EURUSD", 1.101, 1.1011)])
 
     assert shard.stats.evaluations - evaluations == 2
-    changed = {a for a in "abcd" if shard.accounts[a].version != versions[a]}
+    changed = {a for a in "abcd" if shard.accounts[a].floating != floating[a]}
     assert changed == {"a", "b"}
     assert shard.market.book["EURUSD"] == (1.101, 1.1011)
 
