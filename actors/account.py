@@ -190,21 +190,21 @@ class Account(msgspec.Struct, kw_only=True):
     def on_tick(self, tick: PriceTicked, book: dict[str, Quote]) -> list[Effect]:
         """Re-mark every position at `book`; evaluate rules only if equity left (low, high).
 
-        A tick is not an applied event: it moves neither `version` nor `ts_ns` (a day boundary
-        it passes does). Every position is re-marked, not only those of the ticked symbol, so the
-        equity is exact even when the caller skipped ticks that could not change anything (the
-        shard's price bands).
+        Only a tick that evaluates rules (or passes a day boundary) changes the state that
+        matters and moves `version`; the fast path only refreshes the marks. `ts_ns` is the time
+        of the latest event applied to the account, never a tick's. Every position is re-marked,
+        not only those of the ticked symbol, so the equity is exact even when the caller skipped
+        ticks that could not change anything (the shard's price bands).
         """
         ts_ns = tick.ts_ns
-        if ts_ns >= self.next_rollover_ns:  # also the very first event (no day yet)
-            effects = self._advance(ts_ns, tick.event_id)
-        else:
-            effects = []
+        # a day boundary passed (also the very first event: no day yet)
+        effects = self._advance(ts_ns, tick.event_id) if ts_ns >= self.next_rollover_ns else []
         self._refloat(book)
         equity = self.balance + self.credit + self.floating
         if self.low < equity < self.high and not effects:
             return effects
         if self.started:
+            self.version += 1
             effects.extend(self._evaluate(tick.event_id, ts_ns))
         return effects
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import msgspec
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.plans import Plan
 from actors.router import Router
 from actors.shard import AccountView, ShardStats
-from actors.shard_actor import RemoteAccountShard
+from actors.shard_actor import RemoteAccountShard, ShardConfig
 from bridge.platform import RemoteSimulatorServer, SimulatorConnection
 from bridge.simulator import Limits, SimulatorConfig, SimulatorReport
 from bridge.worker import BridgeStats, RemoteBridgeWorker, WorkerConfig
@@ -31,6 +32,8 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     plan: Plan
     simulator: SimulatorConfig = SimulatorConfig()
     bridge: WorkerConfig = WorkerConfig(connection="sim-1")
+    shard: ShardConfig = ShardConfig()
+    max_pending_calls: int = 1_000  # per shard: callers beyond it get an error, not a queue
 
 
 class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,22 +94,38 @@ class Runtime:
         """Create the actors, provision and host the accounts, then start the event flow."""
         # Actors take no CPU slot: they are I/O-bound async actors and must all fit on a small node.
         prefix = self.config.bridge.connection
+        bridge_name = f"{prefix}/bridge"
+        # The bridge and the simulated platform stay beside the driver (soft: if that node is
+        # lost they may go elsewhere); shards spread over every node and restart where they can.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         self.shards = [
-            RemoteAccountShard.options(name=f"{prefix}/shard-{i}", num_cpus=0).remote(
-                i, self.config.database_url
+            RemoteAccountShard.options(
+                name=f"{prefix}/shard-{i}",
+                num_cpus=0,
+                max_restarts=-1,
+                max_task_retries=0,
+                max_pending_calls=self.config.max_pending_calls,
+                scheduling_strategy="SPREAD",
+            ).remote(
+                i,
+                self.config.database_url,
+                name=f"{prefix}/shard-{i}",
+                plans=[self.config.plan],
+                bridge_name=bridge_name,
+                config=self.config.shard,
             )
             for i in range(self.router.shard_count)
         ]
         simulator = msgspec.structs.replace(
             self.config.simulator, limits=limits_of(self.config.plan)
         )
-        self.server = RemoteSimulatorServer.options(name=f"{prefix}/platform", num_cpus=0).remote(
-            simulator
-        )
-        self.worker = RemoteBridgeWorker.options(name=f"{prefix}/bridge", num_cpus=0).remote(
-            self.config.bridge, SimulatorConnection(self.server), self.shards, self.router
-        )
-        await asyncio.gather(*(s.attach.remote(self.worker) for s in self.shards))
+        self.server = RemoteSimulatorServer.options(
+            name=f"{prefix}/platform", num_cpus=0, scheduling_strategy=here
+        ).remote(simulator)
+        self.worker = RemoteBridgeWorker.options(
+            name=bridge_name, num_cpus=0, scheduling_strategy=here
+        ).remote(self.config.bridge, SimulatorConnection(self.server), self.shards, self.router)
+        await asyncio.gather(*(s.ready.remote() for s in self.shards))
         await self.host(account_ids)
         await self.worker.start.remote()
 

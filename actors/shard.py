@@ -14,7 +14,7 @@ import msgspec
 
 from actors.account import Account, Effect, UnknownSymbol
 from actors.events import AccountFrozen, AccountStatus, AnyDomainEvent, RuleBreached
-from actors.market import Market
+from actors.market import Market, Quote
 from actors.plans import Plan
 from actors.rules import NO_LIMIT, NO_TRIGGER
 from bridge.commands import PlatformCommand
@@ -32,6 +32,7 @@ class ShardStats(msgspec.Struct, kw_only=True):
     rejected_events: int = 0  # deals on a symbol with no specification: not applied
     last_rejection: str = ""
     journal_rows: int = 0
+    checkpoints: int = 0
     command_errors: int = 0  # command batches the bridge did not take (each freeze is resent)
 
 
@@ -50,6 +51,7 @@ class ShardCore:
         self.market = Market()
         self.next_boundary_ns = 0  # the earliest day boundary of any hosted account
         self.by_symbol: defaultdict[str, set[str]] = defaultdict(set)
+        self.dirty: set[str] = set()  # accounts changed since the last `take_dirty`
         self.stats = ShardStats(shard=shard)
 
     def register(self, accounts: Iterable[tuple[str, Plan]]) -> int:
@@ -58,17 +60,33 @@ class ShardCore:
         for account_id, plan in accounts:
             if account_id not in self.accounts:
                 self.accounts[account_id] = Account.open(account_id, plan)
+                self.dirty.add(account_id)
                 added += 1
         self.stats.accounts = len(self.accounts)
         if added:
-            self.next_boundary_ns = 0  # the next batch starts the new accounts' clocks
+            self.next_boundary_ns = 0  # the next event starts the new accounts' clocks
         return added
+
+    def restore(self, accounts: Iterable[Account]) -> None:
+        """Host accounts as a snapshot left them (recovery); they are not dirty."""
+        for account in accounts:
+            self.accounts[account.account_id] = account
+            self._reindex(account.account_id, set(), account.symbols())
+        self.stats.accounts = len(self.accounts)
+        self.next_boundary_ns = 0
+
+    def take_dirty(self) -> list[Account]:
+        """The accounts changed since the last call (to snapshot), and forget that they were."""
+        dirty, self.dirty = self.dirty, set()
+        return [self.accounts[a] for a in dirty if a in self.accounts]
 
     def apply(self, events: Sequence[AnyPlatformEvent]) -> Applied:
         """Apply events in order. The journal lists each account event followed by its effects."""
         applied = Applied()
         for event in events:
             self.stats.events += 1
+            if event.ts_ns >= self.next_boundary_ns:
+                self._run_clock(event, applied)
             if isinstance(event, PriceTicked):
                 effects = self._apply_tick(event)
             else:
@@ -76,20 +94,21 @@ class ShardCore:
                 applied.journal.append(event)
             applied.effects.extend(effects)
             applied.journal.extend(e for e in effects if not isinstance(e, PlatformCommand))
-        if events and events[-1].ts_ns >= self.next_boundary_ns:
-            self._run_clock(events[-1], applied)
         return applied
 
-    def _run_clock(self, last: AnyPlatformEvent, applied: Applied) -> None:
-        """Take every account whose trading day ended to the time of `last`, events or not.
+    def _run_clock(self, event: AnyPlatformEvent, applied: Applied) -> None:
+        """Before `event`, take every account whose trading day ended by its time, events or not.
 
         An account that gets no event (flat, or paused with its positions closed) still has
-        its day roll: a pause ends, `inactivity` and `max_days` run, on time.
+        its day roll: a pause ends, `inactivity` and `max_days` run, on time. The boundary runs
+        at the first event at or after it, whatever batch that event came in, so the outcome
+        (and every id derived from the causing event) does not depend on how events were batched.
         """
         earliest = NO_TRIGGER
         for account in self.accounts.values():
-            if account.next_rollover_ns <= last.ts_ns:
-                effects = account.advance(last.ts_ns, last.event_id)
+            if account.next_rollover_ns <= event.ts_ns:
+                effects = account.advance(event.ts_ns, event.event_id)
+                self.dirty.add(account.account_id)
                 self._count(effects)
                 applied.effects.extend(effects)
                 applied.journal.extend(e for e in effects if not isinstance(e, PlatformCommand))
@@ -102,8 +121,13 @@ class ShardCore:
         effects: list[Effect] = []
         holders = self.by_symbol.get(tick.symbol, ())
         accounts = self.accounts
+        dirty = self.dirty
         for account_id in holders:
-            effects.extend(accounts[account_id].on_tick(tick, book))
+            account = accounts[account_id]
+            version = account.version
+            effects.extend(account.on_tick(tick, book))
+            if account.version != version:  # evaluated: its peak, warnings or status may move
+                dirty.add(account_id)
         self.stats.evaluations += len(holders)
         self._count(effects)
         return effects
@@ -122,6 +146,7 @@ class ShardCore:
             self.stats.last_rejection = f"{event.event_id}: {exc}"
             return []
         self._reindex(account_id, before, account.symbols())
+        self.dirty.add(account_id)
         self.stats.evaluations += 1
         self._count(effects)
         return effects
@@ -166,11 +191,14 @@ class AccountView(msgspec.Struct, frozen=True, kw_only=True):
     open_positions: int
     breach: RuleBreached | None
     breaches: list[RuleBreached]
-    events_applied: int
+    version: int
     last_event_ns: int
 
     @classmethod
-    def of(cls, account: Account) -> AccountView:
+    def of(cls, account: Account, book: dict[str, Quote]) -> AccountView:
+        """The account marked at `book` (a shard skips ticks that cannot change an outcome,
+        so the marks it holds may be older than the book)."""
+        floating = sum(p.value(book) for p in account.positions.values())
         return cls(
             account_id=account.account_id,
             plan=account.plan.id,
@@ -178,8 +206,8 @@ class AccountView(msgspec.Struct, frozen=True, kw_only=True):
             status=account.status.value,
             frozen=account.frozen is not None,
             balance=account.balance / 100,
-            equity=account.equity / 100,
-            floating=account.floating / 100,
+            equity=(account.balance + account.credit + floating) / 100,
+            floating=floating / 100,
             day_start_balance=account.day_start_balance / 100,
             daily_floor=_units(account.daily_floor),
             max_loss_floor=_units(account.max_floor),
@@ -187,7 +215,7 @@ class AccountView(msgspec.Struct, frozen=True, kw_only=True):
             open_positions=len(account.positions),
             breach=account.breach,
             breaches=list(account.breaches),
-            events_applied=account.version,
+            version=account.version,
             last_event_ns=account.ts_ns,
         )
 

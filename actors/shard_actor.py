@@ -1,9 +1,18 @@
-"""`AccountShard`: the Ray actor that hosts a `ShardCore` and does its I/O.
+"""`AccountShard`: the Ray actor that hosts a `ShardCore` and does its I/O, crash-only.
 
 A freeze is sent to the bridge the moment its effect appears and never waits for the database. The
-shard owns each freeze until the platform confirms it, sending it again (same command id, so the
-platform treats it as one) until it does. The journal is written in batches by a background task; a
-failed write is kept and retried.
+shard owns each freeze until the platform confirms it, sending it again (same command id; the
+bridge drops a command id it already carried out) until it does. The journal is written in
+batches by a background task; a failed write is kept and retried.
+
+Recovery. Every `checkpoint_interval_s` the shard writes, in one transaction, the snapshots of the
+accounts that changed and its checkpoint: the price book, the last delivery number applied from
+each bridge, and the freezes not yet confirmed (the journal rows up to that point are written
+first). A bridge keeps every batch it delivered until a checkpoint covers it. A shard process
+that dies is restarted by Ray (`max_restarts=-1`) with the same arguments; its first call loads
+the snapshots and the checkpoint, asks each bridge to deliver again what came after it, and
+resends the freezes in flight. Re-deriving an effect yields the same id: the journal keeps the
+first row of an event id, the bridge the first command of a command id.
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ from typing import Any
 import msgspec
 import ray
 
+from actors.account import Account
 from actors.events import AnyDomainEvent
+from actors.market import Quote
 from actors.plans import Plan
 from actors.shard import AccountView, ShardCore, ShardStats
 from bridge.codec import decode_event_batch, encode_batch
@@ -29,7 +40,7 @@ from ledger.snapshots import Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
 
-_encode = msgspec.msgpack.encode  # a module function: Ray pickles actor classes by value
+_encode = msgspec.msgpack.encode  # module functions: Ray pickles actor classes by value
 
 
 def journal_record(event: AnyPlatformEvent | AnyDomainEvent) -> JournalRecord:
@@ -43,6 +54,28 @@ def journal_record(event: AnyPlatformEvent | AnyDomainEvent) -> JournalRecord:
     )
 
 
+class ShardConfig(msgspec.Struct, frozen=True, kw_only=True):
+    flush_interval_s: float = 0.05  # journal writes
+    checkpoint_interval_s: float = 1.0  # snapshots of changed accounts + the shard checkpoint
+    resend_after_s: float = 1.0  # an unconfirmed freeze is sent again after this long
+
+
+class ShardCheckpoint(msgspec.Struct, kw_only=True):
+    """What a shard needs besides its accounts' snapshots to resume where it was."""
+
+    book: dict[str, Quote]
+    delivered: dict[str, int]
+    unconfirmed: list[DisableTrading]
+
+
+class Ack(msgspec.Struct, frozen=True):
+    """A shard's answer to a delivery: the last delivery number from that bridge it applied, and
+    the last one a checkpoint holds (the bridge may forget every batch up to `durable`)."""
+
+    applied: int
+    durable: int
+
+
 class AccountShard:
     """Hosts thousands of account entities; one batch is applied at a time, in order."""
 
@@ -50,73 +83,171 @@ class AccountShard:
         self,
         shard: int,
         database_url: str,
-        flush_interval_s: float = 0.05,
-        resend_after_s: float = 1.0,
+        *,
+        name: str = "",
+        plans: Sequence[Plan] = (),
+        bridge_name: str | None = None,
+        config: ShardConfig | None = None,
     ) -> None:
         self.core = ShardCore(shard)
+        self.name = name or f"shard-{shard}"
+        self.plans = {plan.id: plan for plan in plans}
+        self.bridge_name = bridge_name
+        self.config = config or ShardConfig()
         self.engine = create_engine(database_url)
         self.journal = Journal(self.engine)
         self.snapshots = SnapshotStore(self.engine)
-        self.flush_interval_s = flush_interval_s
-        self.resend_after_s = resend_after_s
         self.bridge: Any = None
         self.pending: list[JournalRecord] = []
         self.writing = asyncio.Lock()
-        self.delivered: dict[str, int] = {}  # last delivery number applied, per bridge connection
-        self.unconfirmed: dict[str, tuple[DisableTrading, float]] = {}  # account -> freeze, sent at
+        self.checkpointing = asyncio.Lock()
+        self.delivered: dict[str, int] = {}  # last delivery number applied, per bridge source
+        self.durable: dict[str, int] = {}  # last delivery number a checkpoint holds, per source
+        self.unconfirmed: dict[str, tuple[DisableTrading, float]] = {}  # account -> freeze, sent
         self.sent: list[Any] = []
-        self.flusher: asyncio.Task[None] | None = None
+        self.background: asyncio.Task[None] | None = None
+        self.recovery: asyncio.Future[None] | None = None
+        self.recovered_accounts = 0
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def ready(self) -> int:
+        """Recover if not done yet (every call does this first); the accounts hosted."""
+        if self.recovery is None:
+            self.recovery = asyncio.ensure_future(self._recover())
+        await asyncio.shield(self.recovery)
+        return len(self.core.accounts)
+
+    async def _recover(self) -> None:
+        snapshots, state = await self.snapshots.load_shard(self.name)
+        self.core.restore(self._decode(s.state) for s in snapshots)
+        self.recovered_accounts = len(snapshots)
+        if state is not None:
+            checkpoint = msgspec.msgpack.decode(state, type=ShardCheckpoint)
+            self.core.market.book.update(checkpoint.book)
+            self.delivered = dict(checkpoint.delivered)
+            self.durable = dict(checkpoint.delivered)
+            # sent at 0: the background task sends every one of them again at once
+            self.unconfirmed = {c.account_id: (c, 0.0) for c in checkpoint.unconfirmed}
+        self.background = asyncio.create_task(self._run_forever())
+        if snapshots or state is not None:
+            log.warning(
+                "%s recovered %d accounts at %s; asking for what came after",
+                self.name,
+                len(snapshots),
+                self.delivered,
+            )
+            bridge = self._bridge()
+            if bridge is not None:  # not awaited: the bridge may be waiting on this very shard
+                bridge.redeliver.remote(self.core.stats.shard)
+
+    def _decode(self, state: bytes) -> Account:
+        account = msgspec.msgpack.decode(state, type=Account)
+        shared = self.plans.get(account.plan.id)
+        if shared == account.plan:  # one plan object for all its accounts, not one per account
+            account.plan = shared
+        return account
+
+    def _bridge(self) -> Any:
+        if self.bridge is None and self.bridge_name is not None:
+            try:
+                self.bridge = ray.get_actor(self.bridge_name)
+            except ValueError:
+                log.warning("bridge %r not found (yet)", self.bridge_name)
+        return self.bridge
 
     async def attach(self, bridge: Any) -> None:
-        """Set where platform commands go and start the background writer."""
+        """Set where platform commands go (instead of looking the bridge up by name)."""
+        await self.ready()
         self.bridge = bridge
-        if self.flusher is None:
-            self.flusher = asyncio.create_task(self._flush_forever())
 
     async def register(self, accounts: Sequence[tuple[str, Plan]]) -> int:
-        return self.core.register(accounts)
+        """Host new accounts and checkpoint them before answering, so a restart knows them."""
+        await self.ready()
+        for _, plan in accounts:
+            self.plans.setdefault(plan.id, plan)
+        added = self.core.register(accounts)
+        if added:
+            await self.checkpoint()
+        return added
 
-    async def apply_batch(self, payload: bytes, source: str = "", seq: int = 0) -> int:
-        """Apply a msgpack batch of platform events; returns how many were applied.
+    async def close(self) -> None:
+        """Stop the background task and checkpoint, then release the database."""
+        await self.ready()
+        if self.background is not None:
+            self.background.cancel()
+            await asyncio.gather(self.background, return_exceptions=True)
+            self.background = None
+        await self.checkpoint()
+        await self.engine.dispose()
 
-        `seq` numbers the deliveries from `source`; a delivery already applied is ignored, so a
-        bridge that retries after a lost reply does not apply the batch twice.
+    # -- events in, effects out --------------------------------------------------------------
+
+    async def apply_batch(self, payload: bytes, source: str = "", seq: int = 0) -> Ack:
+        """Apply a msgpack batch of platform events, delivery `seq` from bridge `source`.
+
+        A delivery applied before is ignored (a retry after a lost reply); one that skips a
+        number is not applied either (batches were lost in a crash): the answer says which
+        number comes next, and the bridge delivers from there.
         """
-        if seq and seq <= self.delivered.get(source, 0):
-            return 0
+        await self.ready()
+        applied = self.delivered.get(source, 0)
+        if seq and seq != applied + 1:
+            return Ack(applied, self.durable.get(source, 0))
         events = decode_event_batch(payload)
-        applied = self.core.apply(events)
+        result = self.core.apply(events)
         if seq:
             self.delivered[source] = seq
-        commands = [e for e in applied.effects if isinstance(e, PlatformCommand)]
+        commands = [e for e in result.effects if isinstance(e, PlatformCommand)]
         if commands:
             self._send(commands)
-        self.pending.extend(journal_record(e) for e in applied.journal)
-        return len(events)
+        self.pending.extend(journal_record(e) for e in result.journal)
+        return Ack(self.delivered.get(source, 0), self.durable.get(source, 0))
 
     def _send(self, commands: Sequence[AnyPlatformCommand]) -> None:
-        if self.bridge is None:
-            raise RuntimeError("shard has no bridge attached; call attach() before apply_batch()")
+        bridge = self._bridge()
+        if bridge is None:
+            raise RuntimeError("shard has no bridge: give bridge_name or call attach() first")
         now = time.monotonic()
         for command in commands:
             if isinstance(command, DisableTrading):
                 self.unconfirmed[command.account_id] = (command, now)
             elif isinstance(command, EnableTrading):  # a pause ended: stop resending its freeze
                 self.unconfirmed.pop(command.account_id, None)
-        self.sent.append(self.bridge.submit.remote(encode_batch(commands)))
+        self.sent.append(bridge.submit.remote(encode_batch(commands)))
+
+    # -- reads -----------------------------------------------------------------------------------
 
     async def account(self, account_id: str) -> AccountView | None:
+        await self.ready()
         account = self.core.accounts.get(account_id)
-        return AccountView.of(account) if account is not None else None
+        return AccountView.of(account, self.core.market.book) if account is not None else None
+
+    async def views(self) -> list[AccountView]:
+        """Every hosted account's view (tests and tools; not for a hot path)."""
+        await self.ready()
+        book = self.core.market.book
+        return [AccountView.of(a, book) for a in self.core.accounts.values()]
 
     async def stats(self) -> ShardStats:
+        await self.ready()
         return self.core.stats
 
     async def breached(self) -> list[str]:
+        await self.ready()
         return self.core.breached()
 
     async def frozen(self) -> list[str]:
+        await self.ready()
         return self.core.frozen()
+
+    async def pid(self) -> int:
+        """The process id (fault tests kill it; benchmarks read its memory)."""
+        import os
+
+        return os.getpid()
+
+    # -- persistence -----------------------------------------------------------------------------
 
     async def flush(self) -> int:
         """Write what is pending to the journal now; returns the rows newly inserted."""
@@ -130,32 +261,55 @@ class AccountShard:
         self.core.stats.journal_rows += inserted
         return inserted
 
-    async def checkpoint(self) -> int:
-        """Flush the journal, then snapshot every account. Returns the number of snapshots."""
-        await self.flush()
-        snapshots = [
-            Snapshot(account_id=a.account_id, version=a.version, ts_ns=a.ts_ns, state=_encode(a))
-            for a in self.core.accounts.values()
-        ]
-        await self.snapshots.save(snapshots)
-        return len(snapshots)
+    async def checkpoint(self) -> dict[str, int]:
+        """Make everything applied so far recoverable; returns the durable delivery numbers.
 
-    async def close(self) -> None:
-        """Stop the background writer, write what is pending, release the database."""
-        if self.flusher is not None:
-            self.flusher.cancel()
-            await asyncio.gather(self.flusher, return_exceptions=True)
-            self.flusher = None
-        await self.flush()
-        await self.engine.dispose()
+        The state is captured at one instant (no await in between): the changed accounts, the
+        book, the delivery numbers and the freezes in flight. The journal is flushed first, so
+        no row of an event before the checkpoint is left only in memory.
+        """
+        await self.ready()
+        async with self.checkpointing:
+            changed = self.core.take_dirty()
+            snapshots = [
+                Snapshot(
+                    account_id=a.account_id,
+                    version=a.version,
+                    ts_ns=a.ts_ns,
+                    state=_encode(a),
+                    shard=self.name,
+                )
+                for a in changed
+            ]
+            delivered = dict(self.delivered)
+            state = ShardCheckpoint(
+                book=dict(self.core.market.book),
+                delivered=delivered,
+                unconfirmed=[command for command, _ in self.unconfirmed.values()],
+            )
+            try:
+                await self.flush()
+                await self.snapshots.save(snapshots, (self.name, _encode(state)))
+            except Exception:
+                self.core.dirty.update(a.account_id for a in changed)  # the next one retries
+                raise
+            self.durable = delivered
+            self.core.stats.checkpoints += 1
+            return dict(delivered)
 
-    async def _flush_forever(self) -> None:
+    async def _run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_checkpoint = loop.time() + self.config.checkpoint_interval_s
         while True:
-            await asyncio.sleep(self.flush_interval_s)
+            await asyncio.sleep(self.config.flush_interval_s)
             try:
                 await self._reap_sent()
                 self._resend_unconfirmed()
-                if self.pending:
+                if loop.time() >= next_checkpoint:
+                    next_checkpoint = loop.time() + self.config.checkpoint_interval_s
+                    if self.core.dirty or self.delivered != self.durable:
+                        await self.checkpoint()
+                elif self.pending:
                     await self.flush()
             except Exception:
                 log.exception("background write failed; %d records kept", len(self.pending))
@@ -177,12 +331,13 @@ class AccountShard:
         now = time.monotonic()
         due: list[AnyPlatformCommand] = []
         for account_id, (command, sent_at) in list(self.unconfirmed.items()):
-            if self.core.accounts[account_id].frozen is not None:
+            account = self.core.accounts.get(account_id)
+            if account is None or account.frozen is not None:
                 del self.unconfirmed[account_id]
-            elif now - sent_at >= self.resend_after_s:
+            elif now - sent_at >= self.config.resend_after_s:
                 due.append(command)
         if due:
-            log.warning("resending %d unconfirmed freezes", len(due))
+            log.warning("%s resending %d unconfirmed freezes", self.name, len(due))
             self._send(due)
 
 

@@ -1,9 +1,13 @@
 """`BridgeWorker`: one Ray actor per platform connection.
 
 Inbound: pull raw messages from the platform, decode and validate each at the edge (a malformed
-one is rejected alone), drop repeats by event id, and send one ordered batch per shard. Outbound:
-platform commands wait in priority lanes (a freeze goes before everything else) behind the
-connection's rate limiter, so the platform never sees more than its published limit.
+one is rejected alone), drop repeats by event id, and send one ordered batch per shard. Each
+shard's batches carry consecutive delivery numbers and are kept here until the shard says a
+checkpoint holds them, so a shard that crashed gets again everything after its checkpoint.
+Outbound: platform commands wait in priority lanes (a freeze goes before everything else) behind
+the connection's rate limiter, so the platform never sees more than its published limit; a
+command id already queued or carried out is dropped, so a shard re-deriving its effects after a
+crash never sends a freeze twice.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -53,6 +59,9 @@ class BridgeStats(msgspec.Struct, kw_only=True):
     commands_sent: int = 0
     command_failures: int = 0
     delivery_retries: int = 0
+    redelivered: int = 0  # batches delivered again to a shard that lost them in a crash
+    retained: int = 0  # batches kept until a shard checkpoint holds them
+    duplicate_commands: int = 0  # commands dropped: the same command id was queued or sent
 
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +73,14 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     retry_interval_s: float = 0.2
     commands_per_request: int = 100
     dedupe_window: int = 200_000
+    max_retained: int = 256  # per shard; beyond it the shard is asked to checkpoint first
+
+
+class Ack(Protocol):
+    """A shard's answer to a delivery (actors.shard_actor.Ack)."""
+
+    applied: int
+    durable: int
 
 
 class BridgeWorker:
@@ -85,7 +102,13 @@ class BridgeWorker:
         self.stats_ = BridgeStats(connection=config.connection)
         self.tasks: list[asyncio.Task[None]] = []
         self.ingesting = asyncio.Lock()
+        # This incarnation's name at the shards: a restarted worker numbers from 1 again.
+        self.source = f"{config.connection}@{secrets.token_hex(4)}"
         self.delivered = [0] * len(self.shards)  # last delivery number per shard
+        self.applied = [0] * len(self.shards)  # last number each shard says it applied
+        self.retained: list[deque[tuple[int, bytes]]] = [deque() for _ in self.shards]
+        self.shard_locks = [asyncio.Lock() for _ in self.shards]
+        self.commands_seen: LRUCache[str, None] = LRUCache(maxsize=config.dedupe_window)
         self.holding: list[bytes] = []  # fetched from the platform, not yet delivered
         self.pulling = False
         self.unsent = 0
@@ -159,17 +182,74 @@ class BridgeWorker:
         await asyncio.gather(*deliveries)
 
     async def _deliver_one(self, index: int, seq: int, batch: list[AnyPlatformEvent]) -> None:
-        """Deliver until the shard takes it. The same `seq` on every attempt, so a shard that
-        applied it before the failure reached us ignores the repeat instead of applying it twice."""
-        payload = encode_batch(batch)
-        while True:
+        """Deliver batch `seq` to shard `index`, with any earlier one it lost in a crash."""
+        async with self.shard_locks[index]:
+            retained = self.retained[index]
+            retained.append((seq, encode_batch(batch)))
+            if len(retained) > self.config.max_retained:
+                await self._make_durable(index)
+            await self._push(index, seq)
+
+    async def _push(self, index: int, upto: int) -> None:
+        """Send retained batches in order until shard `index` has applied `upto`.
+
+        Every attempt carries the batch's own number, so a shard that applied it before a
+        failure reached us ignores the repeat; a shard that restarted from a checkpoint answers
+        with the last number it has, and the batches after it follow.
+        """
+        while self.applied[index] < upto:
+            seq, payload = self._next_for(index)
             try:
-                await self.shards[index].apply_batch.remote(payload, self.config.connection, seq)
-                return
+                ack: Ack = await self.shards[index].apply_batch.remote(payload, self.source, seq)
             except Exception:
                 self.stats_.delivery_retries += 1
                 log.exception("shard %d did not take batch %d; retrying", index, seq)
                 await asyncio.sleep(self.config.retry_interval_s)
+                continue
+            if ack.applied < seq:
+                self.stats_.redelivered += 1
+                log.warning("shard %d has batches to %d only; delivering again", index, ack.applied)
+            self.applied[index] = ack.applied
+            self._forget(index, ack.durable)
+
+    def _next_for(self, index: int) -> tuple[int, bytes]:
+        """The kept batch after the last one shard `index` applied (the first, if unknown)."""
+        applied = self.applied[index]
+        for seq, payload in self.retained[index]:
+            if seq == applied + 1 or (applied == 0 and seq > 0):
+                return seq, payload
+            if seq > applied:
+                break
+        # Never expected: a shard only lets us forget what its checkpoint holds.
+        raise RuntimeError(f"shard {index} needs batch {applied + 1}, which is no longer kept")
+
+    def _forget(self, index: int, durable: int) -> None:
+        retained = self.retained[index]
+        while retained and retained[0][0] <= durable:
+            retained.popleft()
+        self.stats_.retained = sum(len(r) for r in self.retained)
+
+    async def _make_durable(self, index: int) -> None:
+        """Backpressure: too much kept for one shard; wait for it to checkpoint."""
+        while True:
+            try:
+                durable: dict[str, int] = await self.shards[index].checkpoint.remote()
+                self._forget(index, durable.get(self.source, 0))
+                return
+            except Exception:
+                log.exception("shard %d could not checkpoint; retrying", index)
+                await asyncio.sleep(self.config.retry_interval_s)
+
+    async def redeliver(self, index: int) -> int:
+        """A shard recovered from its checkpoint: deliver again every batch it may have lost.
+        Returns how many batches are kept for it."""
+        async with self.shard_locks[index]:
+            self.applied[index] = 0  # unknown until its first answer
+            if self.retained[index]:
+                await self._push(index, self.delivered[index])
+            else:  # everything it was given is in its checkpoint
+                self.applied[index] = self.delivered[index]
+            return len(self.retained[index])
 
     def _count(self, report: IngestReport) -> None:
         self.stats_.received += report.received
@@ -181,6 +261,10 @@ class BridgeWorker:
         """Queue a msgpack batch of platform commands in their lanes; returns how many."""
         commands = decode_command_batch(payload)
         for command in commands:
+            if command.command_id in self.commands_seen:
+                self.stats_.duplicate_commands += 1
+                continue
+            self.commands_seen[command.command_id] = None
             self._enqueue(command)
         return len(commands)
 

@@ -42,5 +42,17 @@ account_snapshots = Table(
     Column("ts_ns", BigInteger, nullable=False),
     Column("state", LargeBinary, nullable=False),
     Column("updated_ns", BigInteger, nullable=False),
+    Column("shard", Text, nullable=True),
+    Index("ix_account_snapshots_shard", "shard"),
 )
-"""Latest encoded state per account; `version` counts the events applied to reach it."""
+"""Latest encoded state per account; `version` counts its state changes; `shard` hosts it."""
+
+shard_checkpoints = Table(
+    "shard_checkpoints",
+    metadata,
+    Column("shard", Text, primary_key=True),
+    Column("state", LargeBinary, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+)
+"""Each shard's recovery point (encoded by the shard: price book, delivery cursors, freezes in
+flight); written in the same transaction as the snapshots it goes with."""

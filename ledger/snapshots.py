@@ -1,4 +1,9 @@
-"""Account snapshots: the latest encoded state of each account, never replaced by an older one."""
+"""Account snapshots and shard checkpoints.
+
+A snapshot is the latest encoded state of one account, never replaced by an older one. A shard
+checkpoint is a shard's own recovery point (opaque bytes to the ledger), saved in the same
+transaction as the snapshots it goes with, so a shard recovers to one consistent instant.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.database import dialect_insert
-from ledger.schema import account_snapshots
+from ledger.schema import account_snapshots, shard_checkpoints
 
 # Bound parameters per IN list: well under the limits of asyncpg (32,767) and SQLite (32,766).
 _IN_CHUNK = 5_000
@@ -24,6 +29,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     ts_ns: int
     state: bytes
+    shard: str | None = None
 
 
 class SnapshotStore:
@@ -32,15 +38,34 @@ class SnapshotStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def save(self, snapshots: Sequence[Snapshot]) -> None:
-        """Upsert snapshots; one with a lower version than the stored one is ignored."""
+    async def save(
+        self, snapshots: Sequence[Snapshot], checkpoint: tuple[str, bytes] | None = None
+    ) -> None:
+        """Upsert snapshots (one with a lower version than the stored one is ignored) and, with
+        `checkpoint` = (shard, state), that shard's checkpoint, all in one transaction."""
         latest = _latest_per_account(snapshots)
-        if not latest:
+        if not latest and checkpoint is None:
             return
         updated_ns = time.time_ns()
-        rows = [_row(snapshot, updated_ns) for snapshot in latest]
         async with self._engine.begin() as conn:
-            await conn.execute(_upsert(self._engine), rows)
+            if latest:
+                rows = [_row(snapshot, updated_ns) for snapshot in latest]
+                await conn.execute(_upsert(self._engine), rows)
+            if checkpoint is not None:
+                shard, state = checkpoint
+                await conn.execute(
+                    _checkpoint_upsert(self._engine),
+                    {"shard": shard, "state": state, "updated_ns": updated_ns},
+                )
+
+    async def load_shard(self, shard: str) -> tuple[list[Snapshot], bytes | None]:
+        """The snapshots of the accounts `shard` hosts and its checkpoint (None if it has none)."""
+        snapshots = select(account_snapshots).where(account_snapshots.c.shard == shard)
+        checkpoint = select(shard_checkpoints.c.state).where(shard_checkpoints.c.shard == shard)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(snapshots)).mappings().all()
+            state = (await conn.execute(checkpoint)).scalar_one_or_none()
+        return [_snapshot(row) for row in rows], None if state is None else bytes(state)
 
     async def load(self, account_ids: Sequence[str] | None = None) -> dict[str, Snapshot]:
         """Snapshots by account id: all of them, or only those of `account_ids` that exist."""
@@ -65,8 +90,18 @@ def _upsert(engine: AsyncEngine) -> Any:
     # Never go backwards: a retried or late save of an older state must not win.
     return insert.on_conflict_do_update(
         index_elements=[account_snapshots.c.account_id],
-        set_={name: excluded[name] for name in ("version", "ts_ns", "state", "updated_ns")},
+        set_={
+            name: excluded[name] for name in ("version", "ts_ns", "state", "updated_ns", "shard")
+        },
         where=account_snapshots.c.version <= excluded.version,
+    )
+
+
+def _checkpoint_upsert(engine: AsyncEngine) -> Any:
+    insert = dialect_insert(engine, shard_checkpoints)
+    return insert.on_conflict_do_update(
+        index_elements=[shard_checkpoints.c.shard],
+        set_={"state": insert.excluded.state, "updated_ns": insert.excluded.updated_ns},
     )
 
 
@@ -92,6 +127,7 @@ def _row(snapshot: Snapshot, updated_ns: int) -> dict[str, Any]:
         "ts_ns": snapshot.ts_ns,
         "state": snapshot.state,
         "updated_ns": updated_ns,
+        "shard": snapshot.shard,
     }
 
 
@@ -101,4 +137,5 @@ def _snapshot(row: Any) -> Snapshot:
         version=row["version"],
         ts_ns=row["ts_ns"],
         state=bytes(row["state"]),
+        shard=row["shard"],
     )

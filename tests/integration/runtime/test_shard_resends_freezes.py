@@ -6,7 +6,7 @@ import pytest
 import ray
 
 from actors.plans import DEFAULT_PLAN
-from actors.shard_actor import RemoteAccountShard
+from actors.shard_actor import RemoteAccountShard, ShardConfig
 from bridge.codec import decode_command_batch, encode_batch
 from bridge.events import DealEntry, DealExecuted, PriceTicked, Side
 from tests.conftest import eventually
@@ -41,7 +41,7 @@ async def test_freeze_when_bridge_refuses_first_attempt_then_it_is_sent_again(
 
     await upgrade(sqlite_url)
     bridge = FlakyBridge.remote()  # type: ignore[attr-defined]
-    shard = RemoteAccountShard.remote(0, sqlite_url, 0.01)
+    shard = RemoteAccountShard.remote(0, sqlite_url, config=ShardConfig(flush_interval_s=0.01))
     await shard.attach.remote(bridge)
     await shard.register.remote([("a", DEFAULT_PLAN)])
     ts = 1_772_442_000_000_000_000

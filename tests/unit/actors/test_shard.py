@@ -137,7 +137,7 @@ def test_apply_when_tick_breaches_holders_then_effects_and_stats_count_them() ->
     assert [f.account_id for f in freezes] == ["a"]
     assert shard.breached() == ["a"]
     assert (shard.stats.breaches, shard.stats.frozen) == (1, 1)
-    view = AccountView.of(shard.accounts["a"])
+    view = AccountView.of(shard.accounts["a"], shard.market.book)
     assert (view.status, view.frozen, view.equity) == ("failed", True, 90_000.0)
 
 

@@ -11,9 +11,10 @@ import pytest
 
 from actors.events import RuleBreached
 from actors.shard import ShardCore
-from actors.shard_actor import AccountShard
+from actors.shard_actor import AccountShard, Ack, ShardConfig
 from bridge.codec import decode_command_batch, encode_batch
 from bridge.events import AnyPlatformEvent
+from ledger.database import upgrade
 from tests.unit.actors.builders import PLAN, deal, disabled, tick
 
 
@@ -31,9 +32,13 @@ class RecordingBridge:
 
 @pytest.fixture
 async def shard(tmp_path: Path) -> AsyncIterator[AccountShard]:
-    actor = AccountShard(0, f"sqlite+aiosqlite:///{tmp_path}/j.db", resend_after_s=0.0)
-    actor.bridge = RecordingBridge()  # no background task: the tests drive it step by step
+    url = f"sqlite+aiosqlite:///{tmp_path}/j.db"
+    await upgrade(url)
+    actor = AccountShard(0, url, config=ShardConfig(resend_after_s=0.0))
+    actor.bridge = RecordingBridge()
     await actor.register([("A", PLAN), ("B", PLAN)])
+    assert actor.background is not None
+    actor.background.cancel()  # no background task: the tests drive it step by step
     yield actor
     await actor.engine.dispose()
 
@@ -55,7 +60,7 @@ async def test_apply_when_delivery_number_repeats_then_batch_is_not_applied_twic
     first = await shard.apply_batch(payload, "conn", 1)
     again = await shard.apply_batch(payload, "conn", 1)
 
-    assert (first, again) == (3, 0)
+    assert (first, again) == (Ack(1, 0), Ack(1, 0))
     assert shard.core.breached() == []
     assert shard.core.accounts["A"].equity == 9_990_000  # cents: 100,000 - 100
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import msgspec
 
-from bridge.codec import decode_event_batch
-from bridge.commands import AnyPlatformCommand
+from bridge.codec import decode_event_batch, encode_batch
+from bridge.commands import AnyPlatformCommand, DisableTrading
 from bridge.events import AnyPlatformEvent
+from actors.shard_actor import Ack
 from bridge.worker import BridgeWorker, WorkerConfig
 from tests.conftest import eventually
 
@@ -42,22 +43,37 @@ class OneBatchPlatform:
 
 
 class FlakyShard:
-    """Fails its first `failures` deliveries, then records what it is given."""
+    """A shard as the bridge sees it: fails its first `failures` deliveries, applies deliveries
+    in number order only, checkpoints on request, and can crash back to its last checkpoint."""
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.received: list[AnyPlatformEvent] = []
         self.seqs: list[int] = []
+        self.applied = 0
+        self.durable = 0
+        self.durable_received = 0
         self.apply_batch = SimpleNamespace(remote=self._apply)
+        self.checkpoint = SimpleNamespace(remote=self._checkpoint)
 
-    async def _apply(self, payload: bytes, source: str, seq: int) -> int:
+    async def _apply(self, payload: bytes, source: str, seq: int) -> Ack:
         self.seqs.append(seq)
         if self.failures:
             self.failures -= 1
             raise ConnectionError("shard unreachable")
-        events = decode_event_batch(payload)
-        self.received.extend(events)
-        return len(events)
+        if seq == self.applied + 1:
+            self.received.extend(decode_event_batch(payload))
+            self.applied = seq
+        return Ack(self.applied, self.durable)
+
+    async def _checkpoint(self) -> dict[str, int]:
+        self.durable, self.durable_received = self.applied, len(self.received)
+        return {"any": self.durable}
+
+    def crash(self) -> None:
+        """Lose everything after the last checkpoint, as a restarted process would."""
+        self.applied = self.durable
+        del self.received[self.durable_received :]
 
 
 class OneShard:
@@ -103,3 +119,82 @@ async def test_delivery_when_retried_then_it_keeps_its_sequence_number() -> None
     await worker.ingest([deal(2)])
 
     assert shard.seqs == [1, 1, 2]
+
+
+async def test_delivery_when_shard_lost_batches_in_a_crash_then_they_are_delivered_again() -> None:
+    shard = FlakyShard(failures=0)
+    worker: Any = BridgeWorker(
+        WorkerConfig(connection="t"), OneBatchPlatform([]), [shard], OneShard()
+    )
+    await worker.ingest([deal(1)])
+    await shard._checkpoint()
+    await worker.ingest([deal(2)])
+    await worker.ingest([deal(3)])
+    shard.crash()  # back to its checkpoint: e2 and e3 are gone
+
+    await worker.ingest([deal(4)])
+
+    assert [e.event_id for e in shard.received] == ["e1", "e2", "e3", "e4"]
+    assert shard.seqs == [1, 2, 3, 4, 2, 3, 4]  # 4 refused (a gap), then 2..4 in order
+    assert (await worker.stats()).redelivered == 1
+
+
+async def test_redeliver_when_shard_recovered_then_it_gets_everything_after_its_checkpoint() -> (
+    None
+):
+    shard = FlakyShard(failures=0)
+    worker: Any = BridgeWorker(
+        WorkerConfig(connection="t"), OneBatchPlatform([]), [shard], OneShard()
+    )
+    await worker.ingest([deal(1)])
+    await shard._checkpoint()
+    await worker.ingest([deal(2)])
+    shard.crash()
+
+    kept = await worker.redeliver(0)
+
+    assert [e.event_id for e in shard.received] == ["e1", "e2"]
+    assert kept == 1  # e2's batch stays until a checkpoint holds it
+
+
+async def test_retained_when_shard_checkpoints_then_covered_batches_are_forgotten() -> None:
+    shard = FlakyShard(failures=0)
+    worker: Any = BridgeWorker(
+        WorkerConfig(connection="t"), OneBatchPlatform([]), [shard], OneShard()
+    )
+    await worker.ingest([deal(1)])
+    await worker.ingest([deal(2)])
+    assert [seq for seq, _ in worker.retained[0]] == [1, 2]
+
+    await shard._checkpoint()
+    await worker.ingest([deal(3)])  # its answer says 2 is durable
+
+    assert [seq for seq, _ in worker.retained[0]] == [3]
+
+
+async def test_retained_when_over_the_bound_then_shard_is_asked_to_checkpoint() -> None:
+    shard = FlakyShard(failures=0)
+    config = WorkerConfig(connection="t", max_retained=2)
+    worker: Any = BridgeWorker(config, OneBatchPlatform([]), [shard], OneShard())
+
+    for n in range(1, 6):
+        await worker.ingest([deal(n)])
+
+    assert shard.durable >= 3
+    assert len(worker.retained[0]) <= 3
+
+
+async def test_submit_when_command_id_seen_before_then_it_is_dropped() -> None:
+    worker: Any = BridgeWorker(WorkerConfig(connection="t"), OneBatchPlatform([]), [], OneShard())
+    freeze = DisableTrading(
+        command_id="freeze:a:e1", account_id="a", reason="daily_loss", caused_by="e1"
+    )
+    other = DisableTrading(
+        command_id="freeze:b:e2", account_id="b", reason="max_loss", caused_by="e2"
+    )
+
+    await worker.submit(encode_batch([freeze]))
+    await worker.submit(encode_batch([freeze, other]))
+
+    assert worker.unsent == 2
+    assert (await worker.stats()).duplicate_commands == 1
