@@ -178,10 +178,15 @@ class Account(msgspec.Struct, kw_only=True):
             return []  # already applied: platforms number deals in increasing order
         if isinstance(event, DealExecuted):
             return self._on_deal(event, market)
-        return self._on_balance(event)
+        return self._on_balance(event, market.book)
 
-    def advance(self, ts_ns: int, cause: str) -> list[Effect]:
-        """Let time pass with no event (a clock): day boundaries and the rules that run on them."""
+    def advance(self, ts_ns: int, cause: str, book: dict[str, Quote]) -> list[Effect]:
+        """Let time pass with no event (a clock): day boundaries and the rules that run on them.
+
+        The positions are re-marked at `book` first: the day's reference equity must be the
+        equity at the boundary, even if the caller skipped ticks that changed no outcome.
+        """
+        self._refloat(book)
         effects = self._advance(ts_ns, cause)
         if self.started:
             effects.extend(self._evaluate(cause, ts_ns))
@@ -234,7 +239,8 @@ class Account(msgspec.Struct, kw_only=True):
         self.peak = self.initial
         rules.refresh_limits(self)
 
-    def _on_balance(self, operation: BalanceOperated) -> list[Effect]:
+    def _on_balance(self, operation: BalanceOperated, book: dict[str, Quote]) -> list[Effect]:
+        self._refloat(book)  # evaluated below: the equity must be current
         effects = self._advance(operation.ts_ns, operation.event_id)
         self.last_deal_id = operation.deal_id
         amount = to_cents(operation.amount)

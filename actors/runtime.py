@@ -1,6 +1,8 @@
-"""The runtime: starts the shards, the bridge pool and the platform connection, and wires them.
+"""The runtime: the driver's handle on a running supervisor tree.
 
-One object owns the topology so the demo, the API and the tests start the system the same way.
+It starts the root `Supervisor` actor (which creates and watches the shards, the bridge worker and
+the platform connection), hosts and provisions accounts, and answers the API's questions. One
+object owns the topology so the demo, the API and the tests start the system the same way.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.plans import Plan
 from actors.router import Router
 from actors.shard import AccountView, ShardStats
-from actors.shard_actor import RemoteAccountShard, ShardConfig
-from bridge.platform import RemoteSimulatorServer, SimulatorConnection
+from actors.shard_actor import ShardConfig
+from actors.supervisor import Health, RemoteSupervisor, Topology
 from bridge.simulator import Limits, SimulatorConfig, SimulatorReport
-from bridge.worker import BridgeStats, RemoteBridgeWorker, WorkerConfig
+from bridge.worker import BridgeStats, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,48 +88,36 @@ class Runtime:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
         self.router = Router(config.shards or default_shard_count())
+        self.supervisor: Any = None
         self.shards: list[Any] = []
         self.server: Any = None
         self.worker: Any = None
 
     async def start(self, account_ids: Sequence[str]) -> None:
-        """Create the actors, provision and host the accounts, then start the event flow."""
-        # Actors take no CPU slot: they are I/O-bound async actors and must all fit on a small node.
-        prefix = self.config.bridge.connection
-        bridge_name = f"{prefix}/bridge"
-        # The bridge and the simulated platform stay beside the driver (soft: if that node is
-        # lost they may go elsewhere); shards spread over every node and restart where they can.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        self.shards = [
-            RemoteAccountShard.options(
-                name=f"{prefix}/shard-{i}",
-                num_cpus=0,
-                max_restarts=-1,
-                max_task_retries=0,
-                max_pending_calls=self.config.max_pending_calls,
-                scheduling_strategy="SPREAD",
-            ).remote(
-                i,
-                self.config.database_url,
-                name=f"{prefix}/shard-{i}",
-                plans=[self.config.plan],
-                bridge_name=bridge_name,
-                config=self.config.shard,
-            )
-            for i in range(self.router.shard_count)
-        ]
-        simulator = msgspec.structs.replace(
-            self.config.simulator, limits=limits_of(self.config.plan)
+        """Start the supervisor (it creates and watches every other actor), host and provision
+        the accounts, then start the event flow."""
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.supervisor = RemoteSupervisor.options(
+            name=f"{self.config.bridge.connection}/supervisor", num_cpus=0, scheduling_strategy=here
+        ).remote(
+            database_url=self.config.database_url,
+            shard_count=self.router.shard_count,
+            plans=[self.config.plan],
+            simulator=self.config.simulator,
+            limits=limits_of(self.config.plan),
+            bridge=self.config.bridge,
+            shard_config=self.config.shard,
+            max_pending_calls=self.config.max_pending_calls,
         )
-        self.server = RemoteSimulatorServer.options(
-            name=f"{prefix}/platform", num_cpus=0, scheduling_strategy=here
-        ).remote(simulator)
-        self.worker = RemoteBridgeWorker.options(
-            name=bridge_name, num_cpus=0, scheduling_strategy=here
-        ).remote(self.config.bridge, SimulatorConnection(self.server), self.shards, self.router)
-        await asyncio.gather(*(s.ready.remote() for s in self.shards))
+        topology: Topology = await self.supervisor.start.remote()
+        self.shards, self.worker, self.server = topology.shards, topology.worker, topology.server
         await self.host(account_ids)
         await self.worker.start.remote()
+
+    async def health(self) -> Health:
+        """Which actors are up, restarting or down (the supervisor checks them continuously)."""
+        health: Health = await self.supervisor.health.remote()
+        return health
 
     async def host(self, account_ids: Sequence[str]) -> None:
         """Host each account on its shard, then provision it on the platform.
@@ -212,8 +202,8 @@ class Runtime:
 
     async def close(self) -> None:
         """Let the shards write what is pending, then end this runtime's actors."""
-        await asyncio.gather(*(s.close.remote() for s in self.shards), return_exceptions=True)
-        for actor in [*self.shards, self.worker, self.server]:
-            if actor is not None:
-                ray.kill(actor)
+        if self.supervisor is not None:
+            await self.supervisor.close.remote()
+            ray.kill(self.supervisor)
+        self.supervisor = None
         self.shards, self.worker, self.server = [], None, None

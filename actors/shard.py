@@ -1,23 +1,24 @@
 """Account shards: many account entities hosted in one place, applied one event at a time.
 
-`ShardCore` is the pure part (no I/O): it hosts accounts, keeps the price book and the
-symbol -> accounts index, and turns a batch of platform events into effects. `AccountShard` is
+`ShardCore` is the pure part (no I/O): it hosts accounts, keeps the price book and the price-band
+index (`actors/bands.py`: which accounts a quote on a symbol could change), and turns a batch of
+platform events into effects. `AccountShard` is
 the Ray actor around it: it sends freezes to the bridge at once and journals in batches.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
 from actors.account import Account, Effect, UnknownSymbol
+from actors.bands import BandIndex
 from actors.events import AccountFrozen, AccountStatus, AnyDomainEvent, RuleBreached
 from actors.market import Market, Quote
 from actors.plans import Plan
 from actors.rules import NO_LIMIT, NO_TRIGGER
-from bridge.commands import PlatformCommand
+from bridge.commands import AnyPlatformCommand, PlatformCommand
 from bridge.events import AnyPlatformEvent, PriceTicked
 
 
@@ -43,6 +44,19 @@ class Applied(msgspec.Struct, kw_only=True):
     journal: list[AnyPlatformEvent | AnyDomainEvent] = msgspec.field(default_factory=list)
 
 
+Send = Callable[[Sequence[AnyPlatformCommand]], None]
+"""Where a shard's platform commands go as they appear."""
+
+
+def _collect(effects: list[Effect], applied: Applied, send: Send | None) -> None:
+    """Keep an event's effects in causal order; hand its platform commands to `send` now."""
+    applied.effects.extend(effects)
+    applied.journal.extend(e for e in effects if not isinstance(e, PlatformCommand))
+    commands = [e for e in effects if isinstance(e, PlatformCommand)]
+    if commands and send is not None:
+        send(commands)
+
+
 class ShardCore:
     """Hosts account entities; applies events in order and collects their effects."""
 
@@ -50,7 +64,7 @@ class ShardCore:
         self.accounts: dict[str, Account] = {}
         self.market = Market()
         self.next_boundary_ns = 0  # the earliest day boundary of any hosted account
-        self.by_symbol: defaultdict[str, set[str]] = defaultdict(set)
+        self.bands = BandIndex()  # symbol -> accounts a quote on it could change
         self.dirty: set[str] = set()  # accounts changed since the last `take_dirty`
         self.stats = ShardStats(shard=shard)
 
@@ -67,11 +81,13 @@ class ShardCore:
             self.next_boundary_ns = 0  # the next event starts the new accounts' clocks
         return added
 
-    def restore(self, accounts: Iterable[Account]) -> None:
-        """Host accounts as a snapshot left them (recovery); they are not dirty."""
+    def restore(self, accounts: Iterable[Account], book: dict[str, Quote]) -> None:
+        """Host accounts as a snapshot left them, at the book of the same checkpoint
+        (recovery); they are not dirty."""
+        self.market.book.update(book)
         for account in accounts:
             self.accounts[account.account_id] = account
-            self._reindex(account.account_id, set(), account.symbols())
+            self.bands.update(account.account_id, account, self.market.book)
         self.stats.accounts = len(self.accounts)
         self.next_boundary_ns = 0
 
@@ -80,23 +96,27 @@ class ShardCore:
         dirty, self.dirty = self.dirty, set()
         return [self.accounts[a] for a in dirty if a in self.accounts]
 
-    def apply(self, events: Sequence[AnyPlatformEvent]) -> Applied:
-        """Apply events in order. The journal lists each account event followed by its effects."""
+    def apply(self, events: Sequence[AnyPlatformEvent], send: Send | None = None) -> Applied:
+        """Apply events in order. The journal lists each account event followed by its effects.
+
+        `send`, if given, gets the platform commands of each event the moment they appear, so a
+        freeze does not wait for the rest of a long batch.
+        """
         applied = Applied()
         for event in events:
             self.stats.events += 1
             if event.ts_ns >= self.next_boundary_ns:
-                self._run_clock(event, applied)
+                self._run_clock(event, applied, send)
             if isinstance(event, PriceTicked):
                 effects = self._apply_tick(event)
             else:
                 effects = self._apply_to_account(event)
                 applied.journal.append(event)
-            applied.effects.extend(effects)
-            applied.journal.extend(e for e in effects if not isinstance(e, PlatformCommand))
+            if effects:
+                _collect(effects, applied, send)
         return applied
 
-    def _run_clock(self, event: AnyPlatformEvent, applied: Applied) -> None:
+    def _run_clock(self, event: AnyPlatformEvent, applied: Applied, send: Send | None) -> None:
         """Before `event`, take every account whose trading day ended by its time, events or not.
 
         An account that gets no event (flat, or paused with its positions closed) still has
@@ -107,28 +127,30 @@ class ShardCore:
         earliest = NO_TRIGGER
         for account in self.accounts.values():
             if account.next_rollover_ns <= event.ts_ns:
-                effects = account.advance(event.ts_ns, event.event_id)
+                effects = account.advance(event.ts_ns, event.event_id, self.market.book)
                 self.dirty.add(account.account_id)
+                self.bands.update(account.account_id, account, self.market.book)
                 self._count(effects)
-                applied.effects.extend(effects)
-                applied.journal.extend(e for e in effects if not isinstance(e, PlatformCommand))
+                _collect(effects, applied, send)
             earliest = min(earliest, account.next_rollover_ns)
         self.next_boundary_ns = earliest
 
     def _apply_tick(self, tick: PriceTicked) -> list[Effect]:
+        """Update the book; evaluate only the accounts whose price band the quote leaves (the
+        band is conservative: inside it no limit, warning, peak or target can be reached)."""
         book = self.market.book
         book[tick.symbol] = (tick.bid, tick.ask)
         effects: list[Effect] = []
-        holders = self.by_symbol.get(tick.symbol, ())
-        accounts = self.accounts
-        dirty = self.dirty
-        for account_id in holders:
+        leaving = self.bands.leaving(tick.symbol, tick.bid, tick.ask)
+        accounts, dirty, bands = self.accounts, self.dirty, self.bands
+        for account_id in leaving:
             account = accounts[account_id]
             version = account.version
             effects.extend(account.on_tick(tick, book))
             if account.version != version:  # evaluated: its peak, warnings or status may move
                 dirty.add(account_id)
-        self.stats.evaluations += len(holders)
+            bands.update(account_id, account, book)
+        self.stats.evaluations += len(leaving)
         self._count(effects)
         return effects
 
@@ -138,24 +160,17 @@ class ShardCore:
         if account is None:
             self.stats.unknown_account_events += 1
             return []
-        before = account.symbols()
         try:
             effects = account.apply(event, self.market)
         except UnknownSymbol as exc:  # rejected alone: the rest of the batch still applies
             self.stats.rejected_events += 1
             self.stats.last_rejection = f"{event.event_id}: {exc}"
             return []
-        self._reindex(account_id, before, account.symbols())
+        self.bands.update(account_id, account, self.market.book)
         self.dirty.add(account_id)
         self.stats.evaluations += 1
         self._count(effects)
         return effects
-
-    def _reindex(self, account_id: str, before: set[str], after: set[str]) -> None:
-        for symbol in before - after:
-            self.by_symbol[symbol].discard(account_id)
-        for symbol in after - before:
-            self.by_symbol[symbol].add(account_id)
 
     def _count(self, effects: list[Effect]) -> None:
         for effect in effects:

@@ -32,8 +32,9 @@ from actors.market import Quote
 from actors.plans import Plan
 from actors.shard import AccountView, ShardCore, ShardStats
 from bridge.codec import decode_event_batch, encode_batch
-from bridge.commands import AnyPlatformCommand, DisableTrading, EnableTrading, PlatformCommand
+from bridge.commands import AnyPlatformCommand, DisableTrading, EnableTrading
 from bridge.events import AnyPlatformEvent
+from bridge.liveness import Pulse, pulse
 from ledger.database import create_engine
 from ledger.journal import Journal, JournalRecord
 from ledger.snapshots import Snapshot, SnapshotStore
@@ -120,11 +121,11 @@ class AccountShard:
 
     async def _recover(self) -> None:
         snapshots, state = await self.snapshots.load_shard(self.name)
-        self.core.restore(self._decode(s.state) for s in snapshots)
+        checkpoint = None if state is None else msgspec.msgpack.decode(state, type=ShardCheckpoint)
+        book = {} if checkpoint is None else checkpoint.book
+        self.core.restore((self._decode(s.state) for s in snapshots), book)
         self.recovered_accounts = len(snapshots)
-        if state is not None:
-            checkpoint = msgspec.msgpack.decode(state, type=ShardCheckpoint)
-            self.core.market.book.update(checkpoint.book)
+        if checkpoint is not None:
             self.delivered = dict(checkpoint.delivered)
             self.durable = dict(checkpoint.delivered)
             # sent at 0: the background task sends every one of them again at once
@@ -138,8 +139,11 @@ class AccountShard:
                 self.delivered,
             )
             bridge = self._bridge()
-            if bridge is not None:  # not awaited: the bridge may be waiting on this very shard
-                bridge.redeliver.remote(self.core.stats.shard)
+            if bridge is not None:  # it answers at once and delivers in the background
+                try:
+                    await bridge.redeliver.remote(self.core.stats.shard)
+                except Exception:
+                    log.exception("%s could not ask the bridge to deliver again", self.name)
 
     def _decode(self, state: bytes) -> Account:
         account = msgspec.msgpack.decode(state, type=Account)
@@ -195,12 +199,9 @@ class AccountShard:
         if seq and seq != applied + 1:
             return Ack(applied, self.durable.get(source, 0))
         events = decode_event_batch(payload)
-        result = self.core.apply(events)
+        result = self.core.apply(events, self._send)  # commands leave as they appear
         if seq:
             self.delivered[source] = seq
-        commands = [e for e in result.effects if isinstance(e, PlatformCommand)]
-        if commands:
-            self._send(commands)
         self.pending.extend(journal_record(e) for e in result.journal)
         return Ack(self.delivered.get(source, 0), self.durable.get(source, 0))
 
@@ -241,11 +242,10 @@ class AccountShard:
         await self.ready()
         return self.core.frozen()
 
-    async def pid(self) -> int:
-        """The process id (fault tests kill it; benchmarks read its memory)."""
-        import os
-
-        return os.getpid()
+    async def ping(self) -> Pulse:
+        """For the supervisor: recover if needed, then say which process this is."""
+        await self.ready()
+        return pulse()
 
     # -- persistence -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from actors.runtime import RuntimeStats
 from actors.shard import AccountView
+from actors.supervisor import Health
 
 
 class Supervisor(Protocol):
@@ -17,6 +18,8 @@ class Supervisor(Protocol):
     async def account(self, account_id: str) -> AccountView | None: ...
 
     async def stats(self) -> RuntimeStats: ...
+
+    async def health(self) -> Health: ...
 
 
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
@@ -37,7 +40,9 @@ def problem(status: int, title: str, detail: str) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    """Every actor's state; 503 when one is down for good (restarting is still a 200)."""
+    found = await request.app[SUPERVISOR].health()
+    return json_response(found, status=503 if found.status == "down" else 200)
 
 
 async def get_account(request: web.Request) -> web.Response:

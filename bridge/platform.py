@@ -10,6 +10,7 @@ import ray
 
 from bridge.codec import decode_command_batch, encode_batch
 from bridge.commands import AnyPlatformCommand
+from bridge.liveness import Pulse, pulse
 from bridge.simulator import PlatformSimulator, SimulatorConfig, SimulatorReport
 
 
@@ -47,6 +48,9 @@ class SimulatorServer:
     def halt(self) -> None:
         """Close the market: no more prices or trades; commands are still carried out."""
         self.halted = True
+
+    def ping(self) -> Pulse:
+        return pulse()
 
     def backlog(self) -> int:
         """Messages generated but not yet fetched."""

@@ -90,6 +90,15 @@ class Crossing(msgspec.Struct, frozen=True, kw_only=True):
     floor: float
 
 
+class _Identified(msgspec.Struct):
+    """All the simulator reads of an injected message: its event id (to time its freeze)."""
+
+    event_id: str
+
+
+_decode_identity = msgspec.json.Decoder(_Identified)
+
+
 class SimulatorReport(msgspec.Struct, kw_only=True):
     accounts: int
     events: int
@@ -98,6 +107,7 @@ class SimulatorReport(msgspec.Struct, kw_only=True):
     disabled: list[str]
     rejected_after_disable: int
     breach_to_freeze_ns: list[int]
+    freezes_executed: dict[str, int] = {}  # account -> disable-trading commands carried out
 
 
 class PlatformSimulator:
@@ -112,6 +122,7 @@ class PlatformSimulator:
         self.holders: dict[str, set[str]] = {i.symbol: set() for i in config.instruments}
         self.outbox: deque[tuple[int, bytes]] = deque()
         self.handed_over_ns = array("q")  # wall time each event left the server, by sequence
+        self.injected_ns: dict[str, int] = {}  # wall time each injected event left, by event id
         self.seq = 0
         self.deal_seq = 0
         self.sim_ns = SIM_EPOCH_NS
@@ -119,6 +130,7 @@ class PlatformSimulator:
         self.crossed: dict[str, Crossing] = {}
         self.rejected_after_disable = 0
         self.latencies: list[int] = []
+        self.freezes_executed: dict[str, int] = {}
 
     # -- accounts -------------------------------------------------------------------------------
 
@@ -334,12 +346,20 @@ class PlatformSimulator:
         while self.outbox and len(taken) < max_events:
             seq, message = self.outbox.popleft()
             taken.append(message)
-            if seq == 0:  # injected from outside the simulation: no timing to keep
+            if seq == 0:  # injected from outside the simulation: timed by its event id
+                self._hand_over_injected(message, now)
                 continue
             if seq > len(self.handed_over_ns):
                 self.handed_over_ns.extend([0] * (seq - len(self.handed_over_ns)))
             self.handed_over_ns[seq - 1] = now
         return taken
+
+    def _hand_over_injected(self, message: bytes, now: int) -> None:
+        try:
+            event_id = _decode_identity.decode(message).event_id
+        except msgspec.DecodeError:  # a malformed message (fault injection) has nothing to time
+            return
+        self.injected_ns.setdefault(event_id, now)
 
     def execute(self, commands: Sequence[AnyPlatformCommand]) -> list[int]:
         """Carry out commands; returns a retcode per command (0 done)."""
@@ -356,6 +376,9 @@ class PlatformSimulator:
         if isinstance(command, EnableTrading):
             account.enabled, account.disabled_by = True, None
             return 0
+        self.freezes_executed[account.account_id] = (
+            self.freezes_executed.get(account.account_id, 0) + 1
+        )
         if account.enabled:
             account.enabled = False
             account.disabled_by = command.command_id
@@ -372,11 +395,18 @@ class PlatformSimulator:
         return 0
 
     def _record_latency(self, caused_by: str) -> None:
-        server, _, seq = caused_by.rpartition(":")
+        handed_over = self.injected_ns.get(caused_by) or self._handed_over_by_seq(caused_by)
+        if handed_over:
+            self.latencies.append(time.time_ns() - handed_over)
+
+    def _handed_over_by_seq(self, event_id: str) -> int:
+        """When a generated event left the server (0 if not ours or not handed over yet)."""
+        server, _, seq = event_id.rpartition(":")
         if server == self.config.server and seq.isdigit():
             index = int(seq) - 1
-            if 0 <= index < len(self.handed_over_ns) and self.handed_over_ns[index]:
-                self.latencies.append(time.time_ns() - self.handed_over_ns[index])
+            if 0 <= index < len(self.handed_over_ns):
+                return self.handed_over_ns[index]
+        return 0
 
     def report(self) -> SimulatorReport:
         return SimulatorReport(
@@ -387,6 +417,7 @@ class PlatformSimulator:
             disabled=sorted(a.account_id for a in self.accounts.values() if not a.enabled),
             rejected_after_disable=self.rejected_after_disable,
             breach_to_freeze_ns=list(self.latencies),
+            freezes_executed=dict(self.freezes_executed),
         )
 
 

@@ -27,6 +27,7 @@ from cachetools import LRUCache
 from bridge.codec import Rejection, decode_command_batch, decode_messages, encode_batch
 from bridge.commands import AnyPlatformCommand
 from bridge.events import AnyPlatformEvent, PriceTicked
+from bridge.liveness import Pulse, pulse
 from bridge.platform import Platform
 from bridge.ratelimit import TokenBucket
 
@@ -108,6 +109,7 @@ class BridgeWorker:
         self.applied = [0] * len(self.shards)  # last number each shard says it applied
         self.retained: list[deque[tuple[int, bytes]]] = [deque() for _ in self.shards]
         self.shard_locks = [asyncio.Lock() for _ in self.shards]
+        self.redeliveries: set[asyncio.Task[None]] = set()
         self.commands_seen: LRUCache[str, None] = LRUCache(maxsize=config.dedupe_window)
         self.holding: list[bytes] = []  # fetched from the platform, not yet delivered
         self.pulling = False
@@ -134,8 +136,15 @@ class BridgeWorker:
             await self.lanes.join()
 
     async def idle(self) -> bool:
-        """Nothing in hand: no batch being delivered, no command waiting or being sent."""
-        return not self.ingesting.locked() and not self.holding and self.unsent == 0
+        """Nothing in hand: no batch being delivered or owed to a shard that lost it, no
+        command waiting or being sent."""
+        return (
+            not self.ingesting.locked()
+            and not self.holding
+            and self.unsent == 0
+            and self.applied == self.delivered
+            and not any(lock.locked() for lock in self.shard_locks)
+        )
 
     async def ingest(self, raw: Sequence[bytes]) -> IngestReport:
         """Decode, validate, dedupe and apply one batch of raw platform messages."""
@@ -242,14 +251,23 @@ class BridgeWorker:
 
     async def redeliver(self, index: int) -> int:
         """A shard recovered from its checkpoint: deliver again every batch it may have lost.
-        Returns how many batches are kept for it."""
+
+        Returns at once (the shard calls this while recovering, and a delivery to it may be
+        waiting on that very recovery); until the batches are in, `idle` is False. Returns how
+        many batches are kept for it.
+        """
+        self.applied[index] = 0  # unknown until its first answer
+        task = asyncio.create_task(self._redeliver(index))
+        self.redeliveries.add(task)
+        task.add_done_callback(self.redeliveries.discard)
+        return len(self.retained[index])
+
+    async def _redeliver(self, index: int) -> None:
         async with self.shard_locks[index]:
-            self.applied[index] = 0  # unknown until its first answer
             if self.retained[index]:
                 await self._push(index, self.delivered[index])
-            else:  # everything it was given is in its checkpoint
+            elif self.applied[index] == 0:  # everything it was given is in its checkpoint
                 self.applied[index] = self.delivered[index]
-            return len(self.retained[index])
 
     def _count(self, report: IngestReport) -> None:
         self.stats_.received += report.received
@@ -279,6 +297,9 @@ class BridgeWorker:
 
     async def stats(self) -> BridgeStats:
         return self.stats_
+
+    async def ping(self) -> Pulse:
+        return pulse()
 
     async def _pull_forever(self) -> None:
         while self.pulling:

@@ -36,6 +36,12 @@ def ray_session() -> Iterator[None]:
     """One real local Ray for the whole run (its own free port; Redis holds 6379 here)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(
+        address="local",  # a new Ray, never one another process left behind (address file)
+        num_cpus=2,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()

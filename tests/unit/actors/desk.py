@@ -74,7 +74,7 @@ class Desk:
         self.now = start_ns
         self.ids = 0
         self.sides: dict[int, Side] = {}
-        self.account.advance(start_ns, "start")
+        self.account.advance(start_ns, "start", self.market.book)
 
     def _step(self, ts_ns: int | None) -> int:
         self.now = self.now + MINUTE if ts_ns is None else ts_ns
@@ -83,7 +83,7 @@ class Desk:
 
     def clock(self, ts_ns: int) -> list[Effect]:
         self.now = ts_ns
-        return self.account.advance(ts_ns, f"clock@{ts_ns}")
+        return self.account.advance(ts_ns, f"clock@{ts_ns}", self.market.book)
 
     def next_day(self) -> list[Effect]:
         """Let time run to one minute past the next day boundary."""

@@ -564,7 +564,7 @@ def drive_entity(plan: Plan, funded: bool, items: list[Item]) -> Run:
         if isinstance(item, NewsListed):
             market.calendar.add(item.entry)
         elif isinstance(item, Clock):
-            account.advance(item.ts_ns, item.event_id)
+            account.advance(item.ts_ns, item.event_id, market.book)
         else:
             if isinstance(item, PriceTicked):
                 market.book[item.symbol] = (item.bid, item.ask)

@@ -33,7 +33,19 @@ def close(deal_id: int, position_id: int, account_id: str, symbol: str = "EURUSD
     )
 
 
-def test_tick_when_some_accounts_hold_the_symbol_then_only_holders_are_evaluated() -> None:
+def test_tick_when_it_stays_inside_every_band_then_nobody_is_evaluated() -> None:
+    shard = shard_with("a", "b")
+    shard.apply([deal(1, account_id="a", symbol="EURUSD"), deal(2, account_id="b")])
+    shard.apply([tick("EURUSD", 1.1, 1.1001)])
+    evaluations = shard.stats.evaluations
+
+    shard.apply([tick("EURUSD", 1.1001, 1.1002)])  # one pip: far from any limit
+
+    assert shard.stats.evaluations == evaluations
+    assert shard.market.book["EURUSD"] == (1.1001, 1.1002)
+
+
+def test_tick_when_it_leaves_the_bands_then_only_holders_of_the_symbol_are_evaluated() -> None:
     shard = shard_with("a", "b", "c", "d")
     shard.apply(
         [
@@ -43,15 +55,12 @@ def test_tick_when_some_accounts_hold_the_symbol_then_only_holders_are_evaluated
         ]
     )
     shard.apply([tick("EURUSD", 1.1, 1.1001), tick("XAUUSD", 2650.0, 2650.5)])
-    floating = {a: shard.accounts[a].floating for a in "abcd"}
     evaluations = shard.stats.evaluations
 
-    shard.apply([tick("EURUSD", 1.101, 1.1011)])
+    shard.apply([tick("EURUSD", 0.9, 0.9001)])  # a crash: every EURUSD holder's band is left
 
     assert shard.stats.evaluations - evaluations == 2
-    changed = {a for a in "abcd" if shard.accounts[a].floating != floating[a]}
-    assert changed == {"a", "b"}
-    assert shard.market.book["EURUSD"] == (1.101, 1.1011)
+    assert {a for a in "abcd" if shard.accounts[a].status.value == "failed"} == {"a", "b"}
 
 
 def test_tick_when_nobody_holds_the_symbol_then_no_evaluation_but_book_updates() -> None:
@@ -69,13 +78,13 @@ def test_index_when_last_position_in_a_symbol_closes_then_account_is_dropped() -
     shard.apply([deal(1, account_id="a"), deal(2, account_id="a")])  # two EURUSD positions
 
     shard.apply([close(3, position_id=1, account_id="a")])
-    assert shard.by_symbol["EURUSD"] == {"a"}
+    assert shard.bands.symbols("a") == {"EURUSD"}
 
     shard.apply([close(4, position_id=2, account_id="a")])
     evaluations = shard.stats.evaluations
     shard.apply([tick("EURUSD", 1.2)])
 
-    assert "a" not in shard.by_symbol["EURUSD"]
+    assert "a" not in shard.bands
     assert shard.stats.evaluations == evaluations
 
 
@@ -85,8 +94,7 @@ def test_index_when_account_holds_two_symbols_then_closing_one_keeps_the_other()
 
     shard.apply([close(3, position_id=1, account_id="a")])
 
-    assert "a" not in shard.by_symbol["EURUSD"]
-    assert shard.by_symbol["US500"] == {"a"}
+    assert shard.bands.symbols("a") == {"US500"}
 
 
 @pytest.mark.parametrize(

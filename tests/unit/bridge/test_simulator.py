@@ -7,7 +7,7 @@ import pytest
 
 from bridge.codec import decode_messages
 from bridge.commands import CloseAllPositions, DisableTrading
-from bridge.events import AnyPlatformEvent, DealExecuted, TradingDisabled
+from bridge.events import AnyPlatformEvent, DealExecuted, PriceTicked, TradingDisabled
 from bridge.simulator import PlatformSimulator, SimAccount, SimulatorConfig
 
 ACCOUNTS = [f"acc-{i}" for i in range(30)]
@@ -158,3 +158,54 @@ def test_provision_when_ids_repeat_then_existing_accounts_are_kept() -> None:
     assert sim.provision(["a", "b", "c"]) == 1
     assert sim.accounts["a"].balance == 1.0
     assert sim.report().accounts == 3
+
+
+def injected_tick(event_id: str) -> bytes:
+    tick = PriceTicked(event_id=event_id, ts_ns=1, symbol="EURUSD", bid=1.0, ask=1.1)
+    return msgspec.json.encode(tick)
+
+
+def test_freeze_when_caused_by_an_injected_event_then_its_latency_is_recorded() -> None:
+    sim = PlatformSimulator(BUSY)
+    sim.provision(["a"])
+    sim.outbox.append((0, injected_tick("news:7")))
+
+    assert sim.take(10) == [injected_tick("news:7")]
+    sim.execute([DisableTrading(command_id="f", account_id="a", reason="r", caused_by="news:7")])
+
+    latencies = sim.report().breach_to_freeze_ns
+    assert len(latencies) == 1
+    assert latencies[0] > 0
+
+
+def test_freeze_when_caused_by_an_event_never_handed_over_then_no_latency() -> None:
+    sim = PlatformSimulator(BUSY)
+    sim.provision(["a", "b"])
+    sim.outbox.append((0, injected_tick("news:1")))  # still in the outbox: not handed over
+
+    sim.execute([DisableTrading(command_id="f", account_id="a", reason="r", caused_by="news:1")])
+    sim.execute([disable("b")])  # sim-1:1 is the confirmation above, not yet taken either
+
+    assert sim.report().breach_to_freeze_ns == []
+
+
+def test_injected_message_when_malformed_then_handed_over_untimed() -> None:
+    sim = PlatformSimulator(BUSY)
+    garbage = [b"{not json", b"[1, 2]", b'{"type": "tick"}']
+    sim.outbox.extend((0, message) for message in garbage)
+
+    assert sim.take(10) == garbage
+    assert sim.injected_ns == {}
+
+
+def test_freeze_when_caused_by_a_generated_event_then_timed_by_its_sequence() -> None:
+    sim = PlatformSimulator(msgspec.structs.replace(BUSY, trades_per_trader_per_minute=600.0))
+    sim.provision(["solo"])
+    sim.advance(1.0)
+    first = decoded(sim.take(100_000))[0]
+
+    sim.execute(
+        [DisableTrading(command_id="f", account_id="solo", reason="r", caused_by=first.event_id)]
+    )
+
+    assert len(sim.report().breach_to_freeze_ns) == 1

@@ -9,10 +9,10 @@ from typing import Any
 
 import msgspec
 
+from actors.shard_actor import Ack
 from bridge.codec import decode_event_batch, encode_batch
 from bridge.commands import AnyPlatformCommand, DisableTrading
 from bridge.events import AnyPlatformEvent
-from actors.shard_actor import Ack
 from bridge.worker import BridgeWorker, WorkerConfig
 from tests.conftest import eventually
 
@@ -152,9 +152,12 @@ async def test_redeliver_when_shard_recovered_then_it_gets_everything_after_its_
     shard.crash()
 
     kept = await worker.redeliver(0)
+    assert not await worker.idle()  # owed to the shard until it has them again
+    await asyncio.gather(*worker.redeliveries)
 
     assert [e.event_id for e in shard.received] == ["e1", "e2"]
     assert kept == 1  # e2's batch stays until a checkpoint holds it
+    assert await worker.idle()
 
 
 async def test_retained_when_shard_checkpoints_then_covered_batches_are_forgotten() -> None:

@@ -1,0 +1,211 @@
+"""The root supervisor: creates the shards, the bridge worker and the platform connection, and
+watches them.
+
+Ray restarts a crashed shard process (`max_restarts=-1`); the shard recovers itself on its first
+call (`AccountShard.ready`). The supervisor pings every child every `watch_interval_s`, which
+both makes a restarted shard recover at once, events or not, and gives the health view: `up`
+(answered), `restarting` (unreachable for now, or no answer in time), `down` (Ray says it is
+dead for good). A change of process id between two answers is a restart.
+
+The supervisor owns its children (Ray fate-shares owned actors with their owner): it is placed
+on the driver's node and lives as long as the driver's runtime does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import msgspec
+import ray
+from ray.exceptions import ActorDiedError
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
+
+from actors.router import Router
+from actors.shard_actor import RemoteAccountShard
+from bridge.liveness import Pulse
+from bridge.platform import RemoteSimulatorServer, SimulatorConnection
+from bridge.simulator import Limits, SimulatorConfig
+from bridge.worker import RemoteBridgeWorker, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+_SHARD_CPU = 0.001  # a placement bundle needs some resource; shards are I/O-bound
+
+
+class ActorHealth(msgspec.Struct, kw_only=True):
+    name: str
+    kind: str  # shard, bridge, platform
+    state: str = "starting"  # up, restarting, down
+    pid: int | None = None
+    node: str | None = None
+    restarts: int = 0
+    last_seen_s: float | None = None  # seconds since its last answer
+    detail: str = ""
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str  # ok (all up), degraded (some restarting), down (some dead)
+    actors: list[ActorHealth]
+
+
+class Topology(msgspec.Struct, kw_only=True):
+    """The handles a driver needs (Ray actor handles travel between processes)."""
+
+    shards: list[Any]
+    worker: Any
+    server: Any
+
+
+class Child:
+    def __init__(self, name: str, kind: str, handle: Any) -> None:
+        self.handle = handle
+        self.health = ActorHealth(name=name, kind=kind)
+        self.seen_at: float | None = None
+
+
+class Supervisor:
+    """Root of the actor tree for one platform connection and its shards."""
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        shard_count: int,
+        plans: list[Any],
+        simulator: SimulatorConfig,
+        limits: Limits,
+        bridge: WorkerConfig,
+        shard_config: Any,
+        max_pending_calls: int,
+        watch_interval_s: float = 0.5,
+    ) -> None:
+        self.database_url = database_url
+        self.router = Router(shard_count)
+        self.plans = plans
+        self.simulator = msgspec.structs.replace(simulator, limits=limits)
+        self.bridge = bridge
+        self.shard_config = shard_config
+        self.max_pending_calls = max_pending_calls
+        self.watch_interval_s = watch_interval_s
+        self.children: list[Child] = []
+        self.placement: PlacementGroup | None = None
+        self.watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> Topology:
+        """Create every child and start watching them."""
+        prefix = self.bridge.connection
+        bridge_name = f"{prefix}/bridge"
+        # The bridge and the platform connection live beside the supervisor, on the driver's
+        # node. A placement group spreads the shards over the nodes (the SPREAD strategy alone
+        # is best-effort for actors that take no CPU, and was measured to stack them on one
+        # node); when a node dies Ray moves its bundles to the nodes left and restarts the
+        # shards there. Actors take no CPU slot: they are I/O-bound and must fit a small node.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        count = self.router.shard_count
+        self.placement = placement_group([{"CPU": _SHARD_CPU}] * count, strategy="SPREAD")
+        await self.placement.ready()
+        shards = [
+            RemoteAccountShard.options(
+                name=f"{prefix}/shard-{i}",
+                num_cpus=0,
+                max_restarts=-1,
+                max_task_retries=0,
+                max_pending_calls=self.max_pending_calls,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    self.placement, placement_group_bundle_index=i
+                ),
+            ).remote(
+                i,
+                self.database_url,
+                name=f"{prefix}/shard-{i}",
+                plans=self.plans,
+                bridge_name=bridge_name,
+                config=self.shard_config,
+            )
+            for i in range(count)
+        ]
+        server = RemoteSimulatorServer.options(
+            name=f"{prefix}/platform", num_cpus=0, scheduling_strategy=here
+        ).remote(self.simulator)
+        worker = RemoteBridgeWorker.options(
+            name=bridge_name, num_cpus=0, scheduling_strategy=here
+        ).remote(self.bridge, SimulatorConnection(server), shards, self.router)
+        self.children = [
+            *(Child(f"{prefix}/shard-{i}", "shard", s) for i, s in enumerate(shards)),
+            Child(bridge_name, "bridge", worker),
+            Child(f"{prefix}/platform", "platform", server),
+        ]
+        await asyncio.gather(*(s.ready.remote() for s in shards))
+        await self.check()
+        self.watcher = asyncio.create_task(self._watch_forever())
+        return Topology(shards=shards, worker=worker, server=server)
+
+    async def health(self) -> Health:
+        """Each child's state as of the last check (every `watch_interval_s`)."""
+        now = time.monotonic()
+        actors = []
+        for child in self.children:
+            view = msgspec.structs.replace(child.health)
+            if child.seen_at is not None:
+                view.last_seen_s = round(now - child.seen_at, 3)
+            actors.append(view)
+        states = {a.state for a in actors}
+        status = "down" if "down" in states else "ok" if states <= {"up"} else "degraded"
+        return Health(status=status, actors=actors)
+
+    async def check(self) -> None:
+        """Ping every child once, at the same time, and update its health."""
+        await asyncio.gather(*(self._check(child) for child in self.children))
+
+    async def _check(self, child: Child) -> None:
+        health = child.health
+        try:
+            found: Pulse = await asyncio.wait_for(
+                child.handle.ping.remote(), timeout=max(1.0, 4 * self.watch_interval_s)
+            )
+        except ActorDiedError as exc:
+            health.state, health.detail = "down", str(exc).splitlines()[0]
+            return
+        except Exception as exc:  # unavailable, restarting, or too slow to answer
+            if health.state == "up":
+                log.warning("%s is not answering: %s", health.name, type(exc).__name__)
+            health.state, health.detail = "restarting", type(exc).__name__
+            return
+        if health.pid is not None and found.pid != health.pid:
+            health.restarts += 1
+            log.warning("%s restarted (pid %d -> %d)", health.name, health.pid, found.pid)
+        health.state, health.detail = "up", ""
+        health.pid, health.node = found.pid, found.node
+        child.seen_at = time.monotonic()
+
+    async def _watch_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.watch_interval_s)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("health check failed")
+
+    async def close(self) -> None:
+        """Stop watching, let the shards checkpoint, end every child."""
+        if self.watcher is not None:
+            self.watcher.cancel()
+            await asyncio.gather(self.watcher, return_exceptions=True)
+        shards = [c.handle for c in self.children if c.health.kind == "shard"]
+        await asyncio.gather(*(s.close.remote() for s in shards), return_exceptions=True)
+        for child in self.children:
+            ray.kill(child.handle)
+        self.children = []
+        if self.placement is not None:
+            remove_placement_group(self.placement)
+            self.placement = None
+
+
+RemoteSupervisor: Any = ray.remote(Supervisor)
