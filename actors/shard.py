@@ -34,7 +34,16 @@ class ShardStats(msgspec.Struct, kw_only=True):
     last_rejection: str = ""
     journal_rows: int = 0
     checkpoints: int = 0
+    passive: int = 0  # hosted accounts evicted to their snapshot (counted in `accounts` too)
     command_errors: int = 0  # command batches the bridge did not take (each freeze is resent)
+
+
+class Passive(msgspec.Struct, frozen=True, gc=False):
+    """What a shard keeps of an evicted account: enough to wake it and to answer for it."""
+
+    next_rollover_ns: int
+    failed: bool
+    frozen: bool
 
 
 class Applied(msgspec.Struct, kw_only=True):
@@ -66,17 +75,19 @@ class ShardCore:
         self.next_boundary_ns = 0  # the earliest day boundary of any hosted account
         self.bands = BandIndex()  # symbol -> accounts a quote on it could change
         self.dirty: set[str] = set()  # accounts changed since the last `take_dirty`
+        self.passive: dict[str, Passive] = {}  # evicted to their snapshot, woken when needed
+        self.clock_ns = 0  # the time of the latest event applied
         self.stats = ShardStats(shard=shard)
 
     def register(self, accounts: Iterable[tuple[str, Plan]]) -> int:
         """Host new accounts; an id already hosted is left as it is. Returns how many were new."""
         added = 0
         for account_id, plan in accounts:
-            if account_id not in self.accounts:
+            if account_id not in self.accounts and account_id not in self.passive:
                 self.accounts[account_id] = Account.open(account_id, plan)
                 self.dirty.add(account_id)
                 added += 1
-        self.stats.accounts = len(self.accounts)
+        self._count_hosted()
         if added:
             self.next_boundary_ns = 0  # the next event starts the new accounts' clocks
         return added
@@ -88,8 +99,68 @@ class ShardCore:
         for account in accounts:
             self.accounts[account.account_id] = account
             self.bands.update(account.account_id, account, self.market.book)
-        self.stats.accounts = len(self.accounts)
+        self._count_hosted()
         self.next_boundary_ns = 0
+
+    def _count_hosted(self) -> None:
+        self.stats.accounts = len(self.accounts) + len(self.passive)
+        self.stats.passive = len(self.passive)
+
+    # -- passivation ---------------------------------------------------------------------------
+
+    def idle(self, after_ns: int, keep: set[str]) -> list[str]:
+        """Accounts that may be evicted: flat (no tick can move them), saved as they stand (not
+        dirty), not in `keep`, and with no event for `after_ns` of market time."""
+        cutoff = self.clock_ns - after_ns
+        return [
+            a.account_id
+            for a in self.accounts.values()
+            if not a.positions
+            and a.ts_ns <= cutoff
+            and a.account_id not in self.dirty
+            and a.account_id not in keep
+        ]
+
+    def evict(self, account_ids: Iterable[str]) -> int:
+        """Drop accounts from memory; their snapshot is their state. Returns how many."""
+        evicted = 0
+        for account_id in account_ids:
+            account = self.accounts.pop(account_id, None)
+            if account is None:
+                continue
+            self.bands.remove(account_id)
+            self.passive[account_id] = Passive(
+                next_rollover_ns=account.next_rollover_ns,
+                failed=account.status is AccountStatus.FAILED,
+                frozen=account.frozen is not None,
+            )
+            evicted += 1
+        self._count_hosted()
+        return evicted
+
+    def needed(self, events: Sequence[AnyPlatformEvent]) -> list[str]:
+        """Evicted accounts a batch needs awake: those it has events for, and those whose day
+        boundary it passes (the clock must run their rollover on time)."""
+        if not self.passive or not events:
+            return []
+        passive = self.passive
+        found = {
+            account_id
+            for event in events
+            if (account_id := getattr(event, "account_id", None)) in passive
+        }
+        last = max(event.ts_ns for event in events)
+        found.update(a for a, p in passive.items() if p.next_rollover_ns <= last)
+        return sorted(found)
+
+    def wake(self, accounts: Iterable[Account]) -> None:
+        """Host evicted accounts again, as their snapshots left them."""
+        for account in accounts:
+            self.passive.pop(account.account_id, None)
+            self.accounts[account.account_id] = account
+            self.bands.update(account.account_id, account, self.market.book)
+        self.next_boundary_ns = 0
+        self._count_hosted()
 
     def take_dirty(self) -> list[Account]:
         """The accounts changed since the last call (to snapshot), and forget that they were."""
@@ -105,6 +176,8 @@ class ShardCore:
         applied = Applied()
         for event in events:
             self.stats.events += 1
+            if event.ts_ns > self.clock_ns:
+                self.clock_ns = event.ts_ns
             if event.ts_ns >= self.next_boundary_ns:
                 self._run_clock(event, applied, send)
             if isinstance(event, PriceTicked):
@@ -133,6 +206,8 @@ class ShardCore:
                 self._count(effects)
                 _collect(effects, applied, send)
             earliest = min(earliest, account.next_rollover_ns)
+        for passive in self.passive.values():  # woken before a batch that passes it
+            earliest = min(earliest, passive.next_rollover_ns)
         self.next_boundary_ns = earliest
 
     def _apply_tick(self, tick: PriceTicked) -> list[Effect]:
@@ -158,6 +233,8 @@ class ShardCore:
         account_id: str = getattr(event, "account_id", "")
         account = self.accounts.get(account_id)
         if account is None:
+            if account_id in self.passive:  # the caller must `wake` what `needed` names first
+                raise RuntimeError(f"event {event.event_id} for evicted account {account_id!r}")
             self.stats.unknown_account_events += 1
             return []
         try:
@@ -181,11 +258,13 @@ class ShardCore:
 
     def breached(self) -> list[str]:
         """Accounts whose phase failed: each must end frozen on the platform."""
-        return [a.account_id for a in self.accounts.values() if a.status is AccountStatus.FAILED]
+        found = [a.account_id for a in self.accounts.values() if a.status is AccountStatus.FAILED]
+        return found + [a for a, p in self.passive.items() if p.failed]
 
     def frozen(self) -> list[str]:
         """Accounts whose freeze the platform has confirmed."""
-        return [a.account_id for a in self.accounts.values() if a.frozen is not None]
+        found = [a.account_id for a in self.accounts.values() if a.frozen is not None]
+        return found + [a for a, p in self.passive.items() if p.frozen]
 
 
 class AccountView(msgspec.Struct, frozen=True, kw_only=True):

@@ -29,6 +29,7 @@ import ray
 from actors.account import Account
 from actors.events import AnyDomainEvent
 from actors.market import Quote
+from actors.metrics import ShardMetrics
 from actors.plans import Plan
 from actors.shard import AccountView, ShardCore, ShardStats
 from bridge.codec import decode_event_batch, encode_batch
@@ -59,6 +60,8 @@ class ShardConfig(msgspec.Struct, frozen=True, kw_only=True):
     flush_interval_s: float = 0.05  # journal writes
     checkpoint_interval_s: float = 1.0  # snapshots of changed accounts + the shard checkpoint
     resend_after_s: float = 1.0  # an unconfirmed freeze is sent again after this long
+    # Evict a flat account with no event for this long (market time) to its snapshot; None: never.
+    passivate_after_s: float | None = 3_600.0
 
 
 class ShardCheckpoint(msgspec.Struct, kw_only=True):
@@ -102,6 +105,7 @@ class AccountShard:
         self.pending: list[JournalRecord] = []
         self.writing = asyncio.Lock()
         self.checkpointing = asyncio.Lock()
+        self.applying = asyncio.Lock()  # waking accounts + applying a batch, or evicting
         self.delivered: dict[str, int] = {}  # last delivery number applied, per bridge source
         self.durable: dict[str, int] = {}  # last delivery number a checkpoint holds, per source
         self.unconfirmed: dict[str, tuple[DisableTrading, float]] = {}  # account -> freeze, sent
@@ -109,6 +113,7 @@ class AccountShard:
         self.background: asyncio.Task[None] | None = None
         self.recovery: asyncio.Future[None] | None = None
         self.recovered_accounts = 0
+        self.metrics = ShardMetrics(self.name)
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -195,15 +200,51 @@ class AccountShard:
         number comes next, and the bridge delivers from there.
         """
         await self.ready()
+        async with self.applying:
+            return await self._apply_batch(payload, source, seq)
+
+    async def _apply_batch(self, payload: bytes, source: str, seq: int) -> Ack:
         applied = self.delivered.get(source, 0)
         if seq and seq != applied + 1:
             return Ack(applied, self.durable.get(source, 0))
+        started = time.perf_counter()
         events = decode_event_batch(payload)
+        needed = self.core.needed(events)
+        if needed:
+            await self._wake(needed)
+        stats = self.core.stats
+        evaluations, breaches = stats.evaluations, stats.breaches
         result = self.core.apply(events, self._send)  # commands leave as they appear
         if seq:
             self.delivered[source] = seq
+        metrics = self.metrics
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        metrics.events.inc(len(events))
+        if stats.evaluations > evaluations:
+            metrics.evaluations.inc(stats.evaluations - evaluations)
+        if stats.breaches > breaches:
+            metrics.breaches.inc(stats.breaches - breaches)
         self.pending.extend(journal_record(e) for e in result.journal)
         return Ack(self.delivered.get(source, 0), self.durable.get(source, 0))
+
+    async def _wake(self, account_ids: Sequence[str]) -> None:
+        """Load evicted accounts from their snapshots (hold `applying`)."""
+        found = await self.snapshots.load(account_ids)
+        missing = set(account_ids) - found.keys()
+        if missing:  # eviction only follows a checkpoint, so this is never expected
+            raise RuntimeError(f"{self.name}: no snapshot for evicted accounts {sorted(missing)}")
+        self.core.wake(self._decode(found[a].state) for a in account_ids)
+
+    async def passivate(self) -> int:
+        """Evict the accounts idle for `passivate_after_s` of market time; returns how many.
+        Only accounts saved as they stand are evicted, so call it right after a checkpoint."""
+        after_s = self.config.passivate_after_s
+        if after_s is None:
+            return 0
+        # No checkpoint in flight (its accounts look clean before they are saved), no batch.
+        async with self.checkpointing, self.applying:
+            idle = self.core.idle(round(after_s * 1e9), keep=set(self.unconfirmed))
+            return self.core.evict(idle)
 
     def _send(self, commands: Sequence[AnyPlatformCommand]) -> None:
         bridge = self._bridge()
@@ -221,12 +262,19 @@ class AccountShard:
 
     async def account(self, account_id: str) -> AccountView | None:
         await self.ready()
+        if account_id in self.core.passive:
+            async with self.applying:
+                if account_id in self.core.passive:
+                    await self._wake([account_id])
         account = self.core.accounts.get(account_id)
         return AccountView.of(account, self.core.market.book) if account is not None else None
 
     async def views(self) -> list[AccountView]:
-        """Every hosted account's view (tests and tools; not for a hot path)."""
+        """Every hosted account's view, evicted ones woken (tests and tools; not a hot path)."""
         await self.ready()
+        async with self.applying:
+            if self.core.passive:
+                await self._wake(sorted(self.core.passive))
         book = self.core.market.book
         return [AccountView.of(a, book) for a in self.core.accounts.values()]
 
@@ -270,6 +318,7 @@ class AccountShard:
         """
         await self.ready()
         async with self.checkpointing:
+            started = time.perf_counter()
             changed = self.core.take_dirty()
             snapshots = [
                 Snapshot(
@@ -295,6 +344,9 @@ class AccountShard:
                 raise
             self.durable = delivered
             self.core.stats.checkpoints += 1
+            self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+            self.metrics.accounts.set(len(self.core.accounts))
+            self.metrics.unconfirmed.set(len(self.unconfirmed))
             return dict(delivered)
 
     async def _run_forever(self) -> None:
@@ -309,6 +361,7 @@ class AccountShard:
                     next_checkpoint = loop.time() + self.config.checkpoint_interval_s
                     if self.core.dirty or self.delivered != self.durable:
                         await self.checkpoint()
+                        await self.passivate()
                 elif self.pending:
                     await self.flush()
             except Exception:

@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -25,9 +26,10 @@ import ray
 from cachetools import LRUCache
 
 from bridge.codec import Rejection, decode_command_batch, decode_messages, encode_batch
-from bridge.commands import AnyPlatformCommand
+from bridge.commands import AnyPlatformCommand, DisableTrading
 from bridge.events import AnyPlatformEvent, PriceTicked
 from bridge.liveness import Pulse, pulse
+from bridge.metrics import BridgeMetrics
 from bridge.platform import Platform
 from bridge.ratelimit import TokenBucket
 
@@ -112,6 +114,8 @@ class BridgeWorker:
         self.redeliveries: set[asyncio.Task[None]] = set()
         self.commands_seen: LRUCache[str, None] = LRUCache(maxsize=config.dedupe_window)
         self.holding: list[bytes] = []  # fetched from the platform, not yet delivered
+        self.arrivals: LRUCache[str, float] = LRUCache(maxsize=config.dedupe_window)
+        self.metrics = BridgeMetrics(config.connection)
         self.pulling = False
         self.unsent = 0
 
@@ -149,10 +153,14 @@ class BridgeWorker:
     async def ingest(self, raw: Sequence[bytes]) -> IngestReport:
         """Decode, validate, dedupe and apply one batch of raw platform messages."""
         async with self.ingesting:  # one batch at a time keeps every shard's input in order
+            arrived = time.monotonic()
             events, rejected = decode_messages(raw)
             for rejection in rejected:
                 log.warning("rejected message %d: %s", rejection.index, rejection.error)
             fresh = self._fresh(events)
+            arrivals = self.arrivals
+            for event in fresh:  # to time the freeze an event may cause
+                arrivals[event.event_id] = arrived
             await self._deliver(fresh)
             for event in fresh:
                 self.seen[event.event_id] = None
@@ -237,6 +245,7 @@ class BridgeWorker:
         while retained and retained[0][0] <= durable:
             retained.popleft()
         self.stats_.retained = sum(len(r) for r in self.retained)
+        self.metrics.retained.set(self.stats_.retained)
 
     async def _make_durable(self, index: int) -> None:
         """Backpressure: too much kept for one shard; wait for it to checkpoint."""
@@ -270,6 +279,9 @@ class BridgeWorker:
                 self.applied[index] = self.delivered[index]
 
     def _count(self, report: IngestReport) -> None:
+        self.metrics.events.inc(report.applied)
+        if report.rejected:
+            self.metrics.rejected.inc(len(report.rejected))
         self.stats_.received += report.received
         self.stats_.applied += report.applied
         self.stats_.duplicates += report.duplicates
@@ -342,6 +354,13 @@ class BridgeWorker:
             return
         self.unsent -= len(commands)
         self.stats_.commands_sent += len(commands)
+        self.metrics.commands.inc(len(commands))
+        done = time.monotonic()
+        for command in commands:
+            if isinstance(command, DisableTrading):
+                arrived = self.arrivals.get(command.caused_by)
+                if arrived is not None:
+                    self.metrics.breach_to_freeze.observe(done - arrived)
         for command, code in results:
             if code != 0:
                 log.warning("platform answered %d to %s", code, command)
