@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -54,6 +55,13 @@ def journal_record(event: AnyPlatformEvent | AnyDomainEvent) -> JournalRecord:
         ts_ns=event.ts_ns,
         payload=_encode(event),
     )
+
+
+def _crash(reason: str) -> None:
+    """End this shard's process so Ray restarts it (only inside a Ray actor)."""
+    log.critical("%s; exiting so the shard restarts from its checkpoint", reason, exc_info=True)
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+        os._exit(70)  # no cleanup on purpose: nothing half-applied may be saved
 
 
 class ShardConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,7 +129,12 @@ class AccountShard:
         """Recover if not done yet (every call does this first); the accounts hosted."""
         if self.recovery is None:
             self.recovery = asyncio.ensure_future(self._recover())
-        await asyncio.shield(self.recovery)
+        try:
+            await asyncio.shield(self.recovery)
+        except Exception:
+            if self.recovery.done():  # the next call tries again (the database may be back)
+                self.recovery = None
+            raise
         return len(self.core.accounts)
 
     async def _recover(self) -> None:
@@ -214,12 +227,19 @@ class AccountShard:
             await self._wake(needed)
         stats = self.core.stats
         evaluations, breaches = stats.evaluations, stats.breaches
-        result = self.core.apply(events, self._send)  # commands leave as they appear
+        try:
+            result = self.core.apply(events, self._send)  # commands leave as they appear
+        except Exception:
+            # State may be half-changed: crash-only, let Ray restart us from the checkpoint
+            # rather than answer and have the bridge apply the same prefix again.
+            _crash(f"{self.name}: applying delivery {seq} from {source!r} failed")
+            raise
         if seq:
             self.delivered[source] = seq
         metrics = self.metrics
         metrics.batch_seconds.observe(time.perf_counter() - started)
-        metrics.events.inc(len(events))
+        if events:  # a Ray counter takes only positive increments
+            metrics.events.inc(len(events))
         if stats.evaluations > evaluations:
             metrics.evaluations.inc(stats.evaluations - evaluations)
         if stats.breaches > breaches:

@@ -112,7 +112,9 @@ class BridgeWorker:
         self.retained: list[deque[tuple[int, bytes]]] = [deque() for _ in self.shards]
         self.shard_locks = [asyncio.Lock() for _ in self.shards]
         self.redeliveries: set[asyncio.Task[None]] = set()
+        # Command ids carried out (code 0), and those waiting in a lane or being sent.
         self.commands_seen: LRUCache[str, None] = LRUCache(maxsize=config.dedupe_window)
+        self.queued: set[str] = set()
         self.holding: list[bytes] = []  # fetched from the platform, not yet delivered
         self.arrivals: LRUCache[str, float] = LRUCache(maxsize=config.dedupe_window)
         self.metrics = BridgeMetrics(config.connection)
@@ -191,16 +193,16 @@ class BridgeWorker:
                     batch.append(event)
             else:
                 batches[self.placement.shard_of(event.account_id)].append(event)
-        deliveries = []
-        for index, batch in enumerate(batches):
-            if batch:
-                self.delivered[index] += 1
-                deliveries.append(self._deliver_one(index, self.delivered[index], batch))
-        await asyncio.gather(*deliveries)
+        await asyncio.gather(
+            *(self._deliver_one(index, batch) for index, batch in enumerate(batches) if batch)
+        )
 
-    async def _deliver_one(self, index: int, seq: int, batch: list[AnyPlatformEvent]) -> None:
-        """Deliver batch `seq` to shard `index`, with any earlier one it lost in a crash."""
+    async def _deliver_one(self, index: int, batch: list[AnyPlatformEvent]) -> None:
+        """Deliver the next batch to shard `index`, with any earlier one it lost in a crash.
+        It is numbered under the shard's lock, so a redelivery cannot slip in between."""
         async with self.shard_locks[index]:
+            self.delivered[index] += 1
+            seq = self.delivered[index]
             retained = self.retained[index]
             retained.append((seq, encode_batch(batch)))
             if len(retained) > self.config.max_retained:
@@ -279,7 +281,8 @@ class BridgeWorker:
                 self.applied[index] = self.delivered[index]
 
     def _count(self, report: IngestReport) -> None:
-        self.metrics.events.inc(report.applied)
+        if report.applied:  # a Ray counter takes only positive increments
+            self.metrics.events.inc(report.applied)
         if report.rejected:
             self.metrics.rejected.inc(len(report.rejected))
         self.stats_.received += report.received
@@ -291,10 +294,11 @@ class BridgeWorker:
         """Queue a msgpack batch of platform commands in their lanes; returns how many."""
         commands = decode_command_batch(payload)
         for command in commands:
-            if command.command_id in self.commands_seen:
-                self.stats_.duplicate_commands += 1
+            command_id = command.command_id
+            if command_id in self.queued or self.commands_seen.get(command_id, False) is None:
+                self.stats_.duplicate_commands += 1  # (`get` also keeps it recently used)
                 continue
-            self.commands_seen[command.command_id] = None
+            self.queued.add(command_id)
             self._enqueue(command)
         return len(commands)
 
@@ -354,16 +358,19 @@ class BridgeWorker:
             return
         self.unsent -= len(commands)
         self.stats_.commands_sent += len(commands)
-        self.metrics.commands.inc(len(commands))
+        if commands:
+            self.metrics.commands.inc(len(commands))
         done = time.monotonic()
-        for command in commands:
+        for command, code in results:
+            self.queued.discard(command.command_id)
+            if code != 0:  # not carried out: a resend of the same id must get through
+                log.warning("platform answered %d to %s", code, command)
+                continue
+            self.commands_seen[command.command_id] = None
             if isinstance(command, DisableTrading):
                 arrived = self.arrivals.get(command.caused_by)
                 if arrived is not None:
                     self.metrics.breach_to_freeze.observe(done - arrived)
-        for command, code in results:
-            if code != 0:
-                log.warning("platform answered %d to %s", code, command)
 
 
 RemoteBridgeWorker: Any = ray.remote(BridgeWorker)

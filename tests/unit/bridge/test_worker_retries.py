@@ -201,3 +201,38 @@ async def test_submit_when_command_id_seen_before_then_it_is_dropped() -> None:
 
     assert worker.unsent == 2
     assert (await worker.stats()).duplicate_commands == 1
+
+
+class RefusingPlatform(OneBatchPlatform):
+    """Answers its first command with a non-zero retcode (not carried out), then 0."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.codes = [10013]
+        self.executed: list[str] = []
+
+    async def execute(self, commands: Sequence[AnyPlatformCommand]) -> list[int]:
+        self.executed.extend(c.command_id for c in commands)
+        return [self.codes.pop(0) if self.codes else 0 for _ in commands]
+
+
+async def test_submit_when_platform_did_not_carry_a_command_out_then_a_resend_gets_through() -> (
+    None
+):
+    platform = RefusingPlatform()
+    worker: Any = BridgeWorker(WorkerConfig(connection="t"), platform, [], OneShard())
+    await worker.start(pull=False)
+    freeze = DisableTrading(command_id="freeze:a:e1", account_id="a", reason="x", caused_by="e1")
+    try:
+        await worker.submit(encode_batch([freeze]))
+        await worker.drain()
+        await worker.submit(encode_batch([freeze]))  # the shard resends: not confirmed
+        await worker.drain()
+        await worker.submit(encode_batch([freeze]))  # carried out now: a third is a repeat
+        await worker.drain()
+    finally:
+        for task in worker.tasks:
+            task.cancel()
+
+    assert platform.executed == ["freeze:a:e1", "freeze:a:e1"]
+    assert (await worker.stats()).duplicate_commands == 1
