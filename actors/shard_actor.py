@@ -120,7 +120,6 @@ class AccountShard:
         self.sent: list[Any] = []
         self.background: asyncio.Task[None] | None = None
         self.recovery: asyncio.Future[None] | None = None
-        self.recovered_accounts = 0
         self.metrics = ShardMetrics(self.name)
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -142,7 +141,6 @@ class AccountShard:
         checkpoint = None if state is None else msgspec.msgpack.decode(state, type=ShardCheckpoint)
         book = {} if checkpoint is None else checkpoint.book
         self.core.restore((self._decode(s.state) for s in snapshots), book)
-        self.recovered_accounts = len(snapshots)
         if checkpoint is not None:
             self.delivered = dict(checkpoint.delivered)
             self.durable = dict(checkpoint.delivered)

@@ -13,6 +13,7 @@ import contextlib
 import secrets
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,17 @@ class DemoOptions(msgspec.Struct, frozen=True, kw_only=True):
     json_path: Path | None = None
 
 
-def latency_ms(samples_ns: list[int]) -> Latency:
-    """p50/p99/max from an HDR histogram (microsecond resolution, up to a minute)."""
-    histogram = HdrHistogram(1, 60_000_000, 3)
-    for ns in samples_ns:
-        histogram.record_value(max(1, ns // 1000))
+_HOUR_US = 3_600_000_000
+
+
+def latency_ms(samples_ns: Sequence[int]) -> Latency:
+    """p50/p99/max from an HDR histogram (microsecond resolution, up to an hour: an overloaded
+    run's latencies can pass a minute, and a value out of range would be lost, not counted)."""
     if not samples_ns:
         return Latency(p50=0.0, p99=0.0, max=0.0)
+    histogram = HdrHistogram(1, _HOUR_US, 3)
+    for ns in samples_ns:
+        histogram.record_value(min(max(1, ns // 1000), _HOUR_US))
     return Latency(
         p50=histogram.get_value_at_percentile(50) / 1000,
         p99=histogram.get_value_at_percentile(99) / 1000,

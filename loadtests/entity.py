@@ -44,6 +44,7 @@ from actors.events import RuleBreached
 from actors.market import Impact, Market, NewsCalendar, NewsScheduled, Quote
 from actors.plans import Plan
 from bridge.events import DealEntry, DealExecuted, PriceTicked, Side
+from loadtests.common import positive, write_report
 
 GOAL = 250_000
 """Evaluations per second on one core that the entity should reach (the issue's goal)."""
@@ -618,20 +619,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Account evaluations per second on one core, every rule on.",
     )
     defaults = Config()
-    parser.add_argument("--accounts", type=_positive, default=defaults.accounts)
-    parser.add_argument("--ticks", type=_positive, default=defaults.ticks)
+    parser.add_argument("--accounts", type=positive, default=defaults.accounts)
+    parser.add_argument("--ticks", type=positive, default=defaults.ticks)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--repetitions", type=_positive, default=defaults.repetitions)
+    parser.add_argument("--repetitions", type=positive, default=defaults.repetitions)
     parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     return parser
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -647,9 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run(config)
     print(render(report))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
-        print(f"report written to {args.json}")
+        write_report(args.json, report)
     return 0
 
 

@@ -29,10 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import msgspec
 import ray
-from sqlalchemy.engine import make_url
 
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
@@ -41,8 +39,7 @@ from bridge.simulator import PlatformSimulator, SimulatorConfig
 from bridge.worker import WorkerConfig
 from ledger.database import create_engine, upgrade
 from ledger.journal import Journal
-
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+from loadtests.common import DEFAULT_ADMIN_URL, scratch_database, write_report
 
 Fault = Callable[[Runtime], Awaitable[str]]
 """Breaks something in a running runtime; returns what it did, in words."""
@@ -221,26 +218,6 @@ def free_port() -> int:
         return port
 
 
-async def create_database(admin_url: str) -> str:
-    """A new empty PostgreSQL database on the admin URL's server; returns its URL."""
-    name = f"propvisor_recovery_{secrets.token_hex(5)}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = make_url(admin_url).set(drivername="postgresql+asyncpg", database=name)
-    return url.render_as_string(hide_password=False)
-
-
-async def drop_database(admin_url: str, url: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 class Options(msgspec.Struct, frozen=True, kw_only=True):
     accounts: int = 200
     seconds: float = 60.0
@@ -262,13 +239,10 @@ async def compare_runs(options: Options, fault: Fault) -> Result:
     """Record the stream, run it clean and with `fault`, each on a new database; compare."""
     accounts = [f"acct-{i:05d}" for i in range(options.accounts)]
     stream = record(accounts, options.seconds, options.seed)
-    urls = [await create_database(options.admin_url) for _ in range(2)]
-    try:
-        clean = await run_once(urls[0], accounts, stream, shards=options.shards)
-        faulty = await run_once(urls[1], accounts, stream, shards=options.shards, fault=fault)
-    finally:
-        for url in urls:
-            await drop_database(options.admin_url, url)
+    async with scratch_database(options.admin_url) as url:
+        clean = await run_once(url, accounts, stream, shards=options.shards)
+    async with scratch_database(options.admin_url) as url:
+        faulty = await run_once(url, accounts, stream, shards=options.shards, fault=fault)
     return Result(options=options, clean=clean, faulty=faulty, comparison=compare(clean, faulty))
 
 
@@ -321,20 +295,7 @@ def _on_two_nodes(options: Options) -> Result:
     async def both() -> Result:
         holder["node"] = cluster.add_node(num_cpus=1)  # the head (driver, bridge) survives
         cluster.wait_for_nodes()
-        accounts = [f"acct-{i:05d}" for i in range(options.accounts)]
-        stream = record(accounts, options.seconds, options.seed)
-        urls = [await create_database(options.admin_url) for _ in range(2)]
-        try:
-            clean = await run_once(urls[0], accounts, stream, shards=options.shards)
-            faulty = await run_once(
-                urls[1], accounts, stream, shards=options.shards, fault=remove_worker_node
-            )
-        finally:
-            for url in urls:
-                await drop_database(options.admin_url, url)
-        return Result(
-            options=options, clean=clean, faulty=faulty, comparison=compare(clean, faulty)
-        )
+        return await compare_runs(options, remove_worker_node)
 
     ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
     try:
@@ -391,9 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run(options)
     print(render(result), flush=True)
     if options.json_path is not None:
-        path = Path(options.json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
+        write_report(Path(options.json_path), result)
     return 0 if result.comparison.equal else 1
 
 

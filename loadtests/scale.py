@@ -39,17 +39,15 @@ import secrets
 import sys
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import msgspec
 import numpy as np
 import psutil
 import ray
-from hdrh.histogram import HdrHistogram
 
 from actors.account import Account
 from actors.events import RuleBreached
@@ -57,13 +55,14 @@ from actors.market import Market
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
 from actors.shard import ShardCore
-from api.demo import Latency
+from api.demo import Latency, latency_ms
 from bridge.codec import decode_messages
 from bridge.events import DealEntry, DealExecuted, PriceTicked, Side
 from bridge.instruments import DEFAULT_INSTRUMENTS, Instrument
 from bridge.simulator import SIM_EPOCH_NS, SimulatorConfig
 from bridge.worker import WorkerConfig
 from ledger.database import upgrade
+from loadtests.common import scratch_database, write_report
 from loadtests.entity import _cpu_model
 
 GOAL_BYTES_PER_ACCOUNT = 2048
@@ -81,7 +80,6 @@ HEADROOM = 100_000  # cents left above the floor for pushed accounts ($1,000)
 NORMAL_RISK = 700.0  # at most this many USD lost per position of an ordinary account
 PACE_S = 0.01  # burst injection interval
 SETUP_CHUNK = 5_000
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 # The script ---------------------------------------------------------------------------------------
@@ -662,21 +660,6 @@ async def peak_of(runtime: Runtime) -> PeakRss:
     )
 
 
-def latency_ms(samples_ns: Sequence[int]) -> Latency:
-    """p50/p99/max from an HDR histogram (microseconds, up to an hour: an overloaded run's
-    latencies exceed the minute `api.demo.latency_ms` covers, and a value out of range is lost)."""
-    if not samples_ns:
-        return Latency(p50=0.0, p99=0.0, max=0.0)
-    histogram = HdrHistogram(1, 3_600_000_000, 3)
-    for ns in samples_ns:
-        histogram.record_value(min(max(1, ns // 1000), 3_600_000_000))
-    return Latency(
-        p50=histogram.get_value_at_percentile(50) / 1000,
-        p99=histogram.get_value_at_percentile(99) / 1000,
-        max=histogram.get_max_value() / 1000,
-    )
-
-
 def say(line: str) -> None:
     print(line, flush=True)
 
@@ -850,28 +833,14 @@ async def run(options: Options) -> Report:
 
 
 @contextlib.asynccontextmanager
-async def database(given: str | None) -> Any:
+async def database(given: str | None) -> AsyncIterator[str]:
     """`given`, migrated; or a new PostgreSQL database on the local server, dropped afterwards."""
     if given is not None:
         await upgrade(given)
         yield given
         return
-    name = f"propvisor_scale_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    try:
-        await upgrade(url)
+    async with scratch_database() as url:
         yield url
-    finally:
-        conn = await asyncpg.connect(ADMIN_URL)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 def render(report: Report) -> str:
@@ -1075,9 +1044,7 @@ def main(argv: Sequence[str]) -> int:
             ray.shutdown()
     say(render(report))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
-        say(f"report written to {args.json}")
+        write_report(args.json, report)
     return 0 if report.exact else 1
 
 

@@ -44,6 +44,7 @@ from actors.events import RuleBreached
 from actors.market import Market, Quote
 from actors.plans import Plan
 from bridge.events import DealEntry, DealExecuted, PriceTicked, Side
+from loadtests.common import positive, write_report
 from loadtests.entity import Machine, Rate, Walk, machine
 
 _S = 1_000_000_000
@@ -428,15 +429,8 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _symbols(text: str) -> int:
-    value = _positive(text)
+    value = positive(text)
     if value > len(WALKS):
         raise argparse.ArgumentTypeError(f"at most {len(WALKS)} symbols, got {value}")
     return value
@@ -448,11 +442,11 @@ def _parser() -> argparse.ArgumentParser:
         description="µs per tick: every holder on every tick vs the price-band index.",
     )
     defaults = Config()
-    parser.add_argument("--accounts", type=_positive, default=defaults.accounts)
+    parser.add_argument("--accounts", type=positive, default=defaults.accounts)
     parser.add_argument("--symbols", type=_symbols, default=defaults.symbols)
-    parser.add_argument("--ticks", type=_positive, default=defaults.ticks)
+    parser.add_argument("--ticks", type=positive, default=defaults.ticks)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--repetitions", type=_positive, default=defaults.repetitions)
+    parser.add_argument("--repetitions", type=positive, default=defaults.repetitions)
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     return parser
 
@@ -470,9 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run(config)
     print(render(report))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
-        print(f"report written to {args.json}")
+        write_report(args.json, report)
     return 0 if report.agree else 1
 
 
