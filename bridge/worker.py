@@ -334,10 +334,12 @@ class BridgeWorker:
     async def _send_forever(self) -> None:
         while True:
             batch = [await self.lanes.get()]
-            while len(batch) < self.config.commands_per_request and not self.lanes.empty():
-                batch.append(self.lanes.get_nowait())
             try:
+                # The token first, the rest of the request after it: whatever arrives while
+                # we wait for the token rides in this request instead of waiting for the next.
                 await self.limiter.acquire()
+                while len(batch) < self.config.commands_per_request and not self.lanes.empty():
+                    batch.append(self.lanes.get_nowait())
                 await self._send([command for _, _, command in batch])
             finally:
                 for _ in batch:

@@ -236,3 +236,40 @@ async def test_submit_when_platform_did_not_carry_a_command_out_then_a_resend_ge
 
     assert platform.executed == ["freeze:a:e1", "freeze:a:e1"]
     assert (await worker.stats()).duplicate_commands == 1
+
+
+class RecordingPlatform(OneBatchPlatform):
+    """Carries every command out and remembers each request's command ids."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.requests: list[list[str]] = []
+
+    async def execute(self, commands: Sequence[AnyPlatformCommand]) -> list[int]:
+        self.requests.append([c.command_id for c in commands])
+        return [0 for _ in commands]
+
+
+async def test_send_when_commands_arrive_while_waiting_for_a_token_then_they_share_its_request() -> (
+    None
+):
+    platform = RecordingPlatform()
+    config = WorkerConfig(connection="t", requests_per_second=5.0, burst=1)
+    worker: Any = BridgeWorker(config, platform, [], OneShard())
+    freezes = [
+        DisableTrading(command_id=f"freeze:{a}", account_id=a, reason="x", caused_by=f"e{a}")
+        for a in "abcd"
+    ]
+    await worker.start(pull=False)
+    try:
+        await worker.submit(encode_batch(freezes[:1]))  # takes the only token
+        await eventually(lambda: asyncio.sleep(0, len(platform.requests)), lambda n: n == 1)
+        await worker.submit(encode_batch(freezes[1:2]))  # the sender now waits ~0.2 s
+        await asyncio.sleep(0.05)
+        await worker.submit(encode_batch(freezes[2:]))  # arrive during that wait
+        await worker.drain()
+    finally:
+        for task in worker.tasks:
+            task.cancel()
+
+    assert platform.requests == [["freeze:a"], ["freeze:b", "freeze:c", "freeze:d"]]
