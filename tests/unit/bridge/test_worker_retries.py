@@ -250,7 +250,7 @@ class RecordingPlatform(OneBatchPlatform):
         return [0 for _ in commands]
 
 
-async def test_send_when_commands_arrive_while_waiting_for_a_token_then_they_share_its_request() -> (
+async def test_send_when_commands_arrive_during_the_token_wait_then_they_share_its_request() -> (
     None
 ):
     platform = RecordingPlatform()
