@@ -190,6 +190,10 @@ class Plan(_Settings, frozen=True, kw_only=True):
     currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] = "USD"
     # None: the account's first deposit sets it.
     initial_balance: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    # Where the platform opens the plan's accounts: its group (MT5 group path, cTrader and
+    # Match-Trader group name) and leverage (1:N).
+    platform_group: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "prop\\challenge"
+    leverage: Annotated[int, msgspec.Meta(ge=1, le=3000)] = 100
     day_rollover: DayRollover = DayRollover()
     warning_levels: tuple[Annotated[float, msgspec.Meta(gt=0, lt=100)], ...] = (50.0, 80.0, 90.0)
     phases: Annotated[tuple[Phase, ...], msgspec.Meta(min_length=1)]

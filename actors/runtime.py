@@ -120,7 +120,7 @@ class Runtime:
         return health
 
     async def host(self, account_ids: Sequence[str]) -> None:
-        """Host each account on its shard, then provision it on the platform.
+        """Host each account on its shard, then open it on the embedded simulator.
 
         In this order the shard knows the account before the platform can report its first deal.
         """
@@ -130,7 +130,10 @@ class Runtime:
         await asyncio.gather(
             *(s.register.remote(batch) for s, batch in zip(self.shards, per_shard, strict=True))
         )
-        await self.worker.provision.remote(list(account_ids))
+        # The embedded simulator opens them funded, as the entities are: pre-provisioned, like
+        # `propvisor simulate --accounts`. Onboarding through the bridge's provisioning lane
+        # (`ProvisionAccount`, whose deposit event funds the entity) is `loadtests/onboarding.py`.
+        await self.server.provision.remote(list(account_ids))
 
     def shard_for(self, account_id: str) -> Any:
         return self.shards[self.router.shard_of(account_id)]

@@ -4,7 +4,8 @@ watches them.
 Ray restarts a crashed shard process (`max_restarts=-1`); the shard recovers itself on its first
 call (`AccountShard.ready`). The supervisor pings every child every `watch_interval_s`, which
 both makes a restarted shard recover at once, events or not, and gives the health view: `up`
-(answered), `restarting` (unreachable for now, or no answer in time), `down` (Ray says it is
+(answered), `degraded` (answered, and said what fails: the bridge's platform circuit is open),
+`restarting` (unreachable for now, or no answer in time), `down` (Ray says it is
 dead for good). A change of process id between two answers is a restart.
 
 The supervisor owns its children (Ray fate-shares owned actors with their owner): it is placed
@@ -42,7 +43,7 @@ _SHARD_CPU = 0.001  # a placement bundle needs some resource; shards are I/O-bou
 class ActorHealth(msgspec.Struct, kw_only=True):
     name: str
     kind: str  # shard, bridge, platform
-    state: str = "starting"  # up, restarting, down
+    state: str = "starting"  # up, degraded (answers, reports trouble), restarting, down
     pid: int | None = None
     node: str | None = None
     restarts: int = 0
@@ -181,7 +182,8 @@ class Supervisor:
         if health.pid is not None and found.pid != health.pid:
             health.restarts += 1
             log.warning("%s restarted (pid %d -> %d)", health.name, health.pid, found.pid)
-        health.state, health.detail = "up", ""
+        # Answering but in trouble (the bridge's platform circuit is open): degraded, said why.
+        health.state, health.detail = ("degraded", found.trouble) if found.trouble else ("up", "")
         health.pid, health.node = found.pid, found.node
         child.seen_at = time.monotonic()
 

@@ -41,6 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
     replay.add_argument("--phase", metavar="NAME", help="evaluate this phase (default: first)")
 
+    simulate = commands.add_parser(
+        "simulate",
+        help="serve a simulated trading server over HTTP until SIGTERM or Ctrl-C",
+        description="Serve the platform simulator's HTTP API (bridge/sim_http.py). The first "
+        "line on stdout is its URL.",
+    )
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8070, help="0 picks a free port")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument(
+        "--accounts", type=_non_negative_int, default=0, help="open acc-0 ... acc-(N-1), funded"
+    )
+    simulate.add_argument(
+        "--requests-per-second", type=_positive_float, help="rate limit (default: none)"
+    )
+    simulate.add_argument("--burst", type=_positive_int, help="default: a second's worth")
+    simulate.add_argument(
+        "--ticks-per-second", type=_non_negative_float, default=10.0, help="per symbol"
+    )
+
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="apply migrations up to the newest")
@@ -55,12 +75,35 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number from 0, got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         return _demo(args)
     if args.command == "replay":
         return _replay(args)
+    if args.command == "simulate":
+        return _simulate(args)
     return _db_upgrade(args)
 
 
@@ -93,6 +136,29 @@ def _replay(args: argparse.Namespace) -> int:
         as_json=args.as_json,
         phase=args.phase,
     )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from bridge import sim_http
+    from bridge.simulator import SimulatorConfig
+
+    config = SimulatorConfig(seed=args.seed, ticks_per_second=args.ticks_per_second)
+    asyncio.run(
+        sim_http.run(
+            config,
+            host=args.host,
+            port=args.port,
+            accounts=args.accounts,
+            requests_per_second=args.requests_per_second,
+            burst=args.burst,
+            ready=_announce,
+        )
+    )
+    return 0
+
+
+def _announce(url: str) -> None:
+    print(url, flush=True)  # the first line: a parent process waits for it
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

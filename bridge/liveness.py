@@ -13,8 +13,9 @@ class Pulse(msgspec.Struct, frozen=True):
 
     pid: int
     node: str
+    trouble: str = ""  # answering, but something it depends on fails (an open circuit)
 
 
-def pulse() -> Pulse:
+def pulse(trouble: str = "") -> Pulse:
     """This process's pulse."""
-    return Pulse(os.getpid(), ray.get_runtime_context().get_node_id())
+    return Pulse(os.getpid(), ray.get_runtime_context().get_node_id(), trouble)

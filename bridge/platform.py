@@ -2,92 +2,385 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from typing import Any, Protocol, TypeVar
 
+import msgspec
 import ray
 
 from bridge.codec import decode_command_batch, encode_batch
 from bridge.commands import AnyPlatformCommand
+from bridge.events import Side
 from bridge.liveness import Pulse, pulse
-from bridge.simulator import PlatformSimulator, SimulatorConfig, SimulatorReport
+from bridge.ratelimit import TokenBucket
+from bridge.simulator import PlatformSimulator, SimulatorConfig, SimulatorReport, UnknownAccount
+
+DONE = 0
+"""The result code of a command the platform carried out; any other code is the platform's own
+(MetaTrader retcodes, cTrader error codes...) and means it did not."""
+REFUSED = -1
+"""The bridge's code for a command whose request the platform refused for good (`Refused`)."""
+
+
+class PlatformError(Exception):
+    """A request the platform did not carry out as a whole."""
+
+
+class RateLimited(PlatformError):
+    """The platform refused the request for its rate (HTTP 429, MT5 "too frequent requests").
+    `retry_after_s`: when the platform said it may be retried, if it did."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(PlatformError):
+    """A transient failure: 5xx, a time-out, a dropped connection. Retried with backoff."""
+
+
+class Refused(PlatformError):
+    """A permanent failure: bad credentials, a malformed request. Not retried."""
+
+
+class AccountState(msgspec.Struct, frozen=True, kw_only=True):
+    """An account as the platform reports it now (money in minor units of `currency`)."""
+
+    account_id: str
+    currency: str
+    balance_cents: int
+    credit_cents: int
+    equity_cents: int
+    enabled: bool
+
+
+class OpenPosition(msgspec.Struct, frozen=True, kw_only=True):
+    position_id: int
+    symbol: str
+    side: Side
+    volume: float
+    open_price: float
+    profit_cents: int
 
 
 class Platform(Protocol):
-    """A connection to one trading server, as the bridge worker uses it."""
+    """A connection to one trading server (one server and credential), as the bridge worker uses
+    it. Every platform's differences end here: events come out as canonical JSON messages
+    (`bridge.events`), commands go in as canonical commands (`bridge.commands`).
+
+    A request that fails as a whole raises `RateLimited`, `Unavailable` (both retried by the
+    worker, with backoff) or `Refused` (not retried).
+    """
 
     async def fetch(self, max_events: int) -> list[bytes]:
-        """Raw messages the server has for us, oldest first (at most `max_events`)."""
+        """Events the server has for us (its subscription or stream), oldest first, at most
+        `max_events`, as canonical JSON messages."""
         ...
 
     async def execute(self, commands: Sequence[AnyPlatformCommand]) -> list[int]:
-        """Carry out commands; a result code per command, 0 when done."""
+        """Carry out commands in order (provisioning, balance operations, enable/disable trading,
+        close all); a result code per command, `DONE` when carried out. Repeating a command id
+        the platform already carried out is harmless."""
         ...
 
-    async def provision(self, account_ids: Sequence[str]) -> int:
-        """Open accounts; returns how many were new."""
+    async def history(self, account_id: str, since_ns: int) -> list[bytes]:
+        """The account's deals and balance operations at or after `since_ns`, oldest first, as
+        canonical JSON messages (the same event ids its stream used)."""
         ...
+
+    async def positions(self, account_id: str) -> list[OpenPosition]:
+        """The account's open positions now."""
+        ...
+
+    async def account_state(self, account_id: str) -> AccountState:
+        """The account's balance, credit, equity and whether it may trade, now."""
+        ...
+
+
+def platform_error(status: int, detail: str, retry_after_s: float | None = None) -> PlatformError:
+    """The protocol's error for a request a server answered with an HTTP-style failure status."""
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        return RateLimited(detail, retry_after_s)
+    if 400 <= status < 500:
+        return Refused(detail)
+    return Unavailable(detail)
+
+
+# -- the simulated server -----------------------------------------------------------------------
+
+CONNECTION_DROPPED = 0
+"""`Failure.status` of a request carried out whose answer was lost with its connection."""
+
+
+class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What goes wrong on the simulated server, drawn from its own generator seeded with `seed`
+    (a run repeats for the same requests); the default injects nothing.
+
+    `latency_ms`: extra latency per request, uniform in [low, high]. `unavailable`: a request is
+    answered 503 and not carried out. `dropped`: the connection drops after the request was
+    carried out (a retry must be harmless; fetched events come again). `duplicated`: an event is
+    handed over again at the start of the next batch. `reordered`: two adjacent events of
+    different accounts, or ticks of different symbols, are handed over swapped (each account's
+    own order is kept, as a platform's per-account sequence is).
+    """
+
+    seed: int = 0
+    latency_ms: tuple[float, float] = (0.0, 0.0)
+    unavailable: float = 0.0
+    dropped: float = 0.0
+    duplicated: float = 0.0
+    reordered: float = 0.0
+
+    def __post_init__(self) -> None:  # checked when built in code too, not only when decoded
+        low, high = self.latency_ms
+        if not 0 <= low <= high:
+            raise ValueError(
+                f"`latency_ms` must be [low, high] with 0 <= low <= high, got {[low, high]}"
+            )
+        for name in ("unavailable", "dropped", "duplicated", "reordered"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"`{name}` must be a probability in [0, 1]")
+
+
+class Failure(msgspec.Struct, frozen=True, kw_only=True):
+    """The simulated server's answer instead of a result, as an HTTP status: 429 too many
+    requests, 503 unavailable (not carried out), 404 no such account, or `CONNECTION_DROPPED`.
+    An answer, not an exception, so that it crosses a Ray actor boundary as it is."""
+
+    status: int
+    detail: str
+    retry_after_s: float | None = None
+
+
+class _Route(msgspec.Struct):
+    """What decides whether two events may swap: whose they are."""
+
+    type: str = ""
+    account_id: str | None = None
+    symbol: str | None = None
+
+
+_decode_route = msgspec.json.Decoder(_Route)
+T = TypeVar("T")
 
 
 class SimulatorServer:
-    """The simulated trading server as its own process, advancing in real time."""
+    """The simulated trading server as its own process, advancing in real time, behind the rate
+    limit and the faults of a real server (`requests_per_second`, `burst` (default: a second's
+    worth), `faults`; by default none). Commands and queries count against the rate limit, the
+    event stream does not. Each request answers its result or a `Failure`."""
 
-    def __init__(self, config: SimulatorConfig) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        *,
+        requests_per_second: float | None = None,
+        burst: int | None = None,
+        faults: Faults | None = None,
+    ) -> None:
         self.sim = PlatformSimulator(config)
         self.last = time.monotonic()
         self.halted = False
+        self.limiter = (
+            None
+            if requests_per_second is None
+            else TokenBucket(requests_per_second, burst or max(1, int(requests_per_second)))
+        )
+        self.faults = faults or Faults()
+        self.chaos = random.Random(self.faults.seed)
+        self.again: deque[bytes] = deque()  # events to hand over a second time
+        self.rate_limited = 0
 
-    def fetch(self, max_events: int) -> list[bytes]:
+    async def fetch(self, max_events: int) -> list[bytes] | Failure:
+        failure = await self._arrive(limited=False)
+        if failure is not None:
+            return failure
+        self._catch_up()
+        batch = self._hand_over(max_events)
+        if self._chance(self.faults.dropped):
+            self.again.extendleft(reversed(batch))  # sent again after the reconnection
+            return self._dropped()
+        return batch
+
+    async def execute(self, payload: bytes) -> list[int] | Failure:
+        """Carry out a msgpack batch of commands (`bridge.codec.encode_batch`)."""
+        return await self.carry_out(decode_command_batch(payload))
+
+    async def carry_out(self, commands: Sequence[AnyPlatformCommand]) -> list[int] | Failure:
+        return await self._request(lambda: self.sim.execute(commands))
+
+    async def history(self, account_id: str, since_ns: int) -> list[bytes] | Failure:
+        return await self._request(lambda: self.sim.history(account_id, since_ns))
+
+    async def positions(self, account_id: str) -> list[OpenPosition] | Failure:
+        return await self._request(lambda: self._positions(account_id))
+
+    async def account_state(self, account_id: str) -> AccountState | Failure:
+        return await self._request(lambda: self._account_state(account_id))
+
+    async def provision(self, account_ids: Sequence[str]) -> int:
+        """Open accounts already funded (`PlatformSimulator.provision`); how many were new. A
+        setup step, like `halt` and `inject`: outside the rate limit and the faults."""
+        return self.sim.provision(account_ids)
+
+    async def halt(self) -> None:
+        """Close the market: no more prices or trades; commands are still carried out."""
+        self.halted = True
+
+    async def ping(self) -> Pulse:
+        return pulse()
+
+    async def backlog(self) -> int:
+        """Messages generated but not yet fetched."""
+        return len(self.sim.outbox) + len(self.again)
+
+    async def report(self) -> SimulatorReport:
+        return msgspec.structs.replace(self.sim.report(), rate_limited=self.rate_limited)
+
+    async def inject(self, raw: Sequence[bytes]) -> None:
+        """Queue raw messages as if the server had sent them (fault injection)."""
+        for message in raw:
+            self.sim.outbox.append((0, message))
+
+    async def _request(self, work: Callable[[], T]) -> T | Failure:
+        """A command or query: through the rate limit and the faults, then `work`."""
+        failure = await self._arrive(limited=True)
+        if failure is not None:
+            return failure
+        self._catch_up()
+        try:
+            result = work()
+        except UnknownAccount as exc:
+            return Failure(status=HTTPStatus.NOT_FOUND, detail=f"no account {exc.args[0]!r}")
+        return self._dropped() if self._chance(self.faults.dropped) else result
+
+    async def _arrive(self, *, limited: bool) -> Failure | None:
+        """A request's way in: its latency, the rate limit, a 503. None when it gets through."""
+        low, high = self.faults.latency_ms
+        if high > 0:
+            await asyncio.sleep(self.chaos.uniform(low, high) / 1000)
+        if limited and self.limiter is not None and not self.limiter.try_acquire():
+            self.rate_limited += 1
+            return Failure(
+                status=HTTPStatus.TOO_MANY_REQUESTS,
+                detail="too many requests",
+                retry_after_s=1.0 / self.limiter.rate,  # a token is free by then at the latest
+            )
+        if self._chance(self.faults.unavailable):
+            return Failure(status=HTTPStatus.SERVICE_UNAVAILABLE, detail="unavailable (injected)")
+        return None
+
+    def _dropped(self) -> Failure:
+        return Failure(status=CONNECTION_DROPPED, detail="connection dropped (injected)")
+
+    def _chance(self, probability: float) -> bool:
+        return probability > 0 and self.chaos.random() < probability
+
+    def _catch_up(self) -> None:
+        """Advance the market to now: the server's clock runs whether or not anyone asks."""
         now = time.monotonic()
         if not self.halted:
             self.sim.advance(now - self.last)
         self.last = now
-        return self.sim.take(max_events)
 
-    def halt(self) -> None:
-        """Close the market: no more prices or trades; commands are still carried out."""
-        self.halted = True
+    def _hand_over(self, max_events: int) -> list[bytes]:
+        """The next batch: events due again first, then new ones, with the injected faults."""
+        batch = [self.again.popleft() for _ in range(min(max_events, len(self.again)))]
+        fresh = self.sim.take(max_events - len(batch))
+        self.again.extend(m for m in fresh if self._chance(self.faults.duplicated))
+        batch.extend(fresh)
+        if self.faults.reordered:
+            self._reorder(batch)
+        return batch
 
-    def ping(self) -> Pulse:
-        return pulse()
+    def _reorder(self, batch: list[bytes]) -> None:
+        """Swap some adjacent independent events, in place."""
+        i = 0
+        while i < len(batch) - 1:
+            if self._chance(self.faults.reordered) and _independent(batch[i], batch[i + 1]):
+                batch[i], batch[i + 1] = batch[i + 1], batch[i]
+                i += 1  # the moved event does not move again
+            i += 1
 
-    def backlog(self) -> int:
-        """Messages generated but not yet fetched."""
-        return len(self.sim.outbox)
+    def _positions(self, account_id: str) -> list[OpenPosition]:
+        return [
+            OpenPosition(
+                position_id=position_id,
+                symbol=p.symbol,
+                side=p.side,
+                volume=p.volume,
+                open_price=p.open_price,
+                profit_cents=self.sim.profit_cents(p),
+            )
+            for position_id, p in self.sim.positions(account_id).items()
+        ]
 
-    def execute(self, payload: bytes) -> list[int]:
-        return self.sim.execute(decode_command_batch(payload))
+    def _account_state(self, account_id: str) -> AccountState:
+        account = self.sim.account(account_id)
+        return AccountState(
+            account_id=account.account_id,
+            currency=account.currency,
+            balance_cents=account.balance,
+            credit_cents=account.credit,
+            equity_cents=self.sim.equity_cents(account),
+            enabled=account.enabled,
+        )
 
-    def provision(self, account_ids: Sequence[str]) -> int:
-        return self.sim.provision(account_ids)
 
-    def report(self) -> SimulatorReport:
-        return self.sim.report()
-
-    def inject(self, raw: Sequence[bytes]) -> None:
-        """Queue raw messages as if the server had sent them (fault injection)."""
-        for message in raw:
-            self.sim.outbox.append((0, message))
+def _independent(first: bytes, second: bytes) -> bool:
+    """Whether a platform could send the two events in either order: two accounts' events, or
+    ticks of two symbols. A tick and an account's event never swap (it moves its equity)."""
+    try:
+        a, b = _decode_route.decode(first), _decode_route.decode(second)
+    except msgspec.DecodeError:
+        return False
+    if a.account_id is not None and b.account_id is not None:
+        return a.account_id != b.account_id
+    both_ticks = a.type == b.type == "tick" and a.account_id is None and b.account_id is None
+    return both_ticks and a.symbol != b.symbol
 
 
 RemoteSimulatorServer: Any = ray.remote(SimulatorServer)
 
 
 class SimulatorConnection:
-    """`Platform` over a `SimulatorServer` actor handle."""
+    """`Platform` over a `SimulatorServer` actor handle: its `Failure` answers raise the
+    protocol's errors (`RateLimited`, `Refused`, `Unavailable`)."""
 
     def __init__(self, server: Any) -> None:
         self.server = server
 
     async def fetch(self, max_events: int) -> list[bytes]:
-        result: list[bytes] = await self.server.fetch.remote(max_events)
-        return result
+        answer: list[bytes] | Failure = await self.server.fetch.remote(max_events)
+        return _result(answer)
 
     async def execute(self, commands: Sequence[AnyPlatformCommand]) -> list[int]:
-        result: list[int] = await self.server.execute.remote(encode_batch(commands))
-        return result
+        answer: list[int] | Failure = await self.server.execute.remote(encode_batch(commands))
+        return _result(answer)
+
+    async def history(self, account_id: str, since_ns: int) -> list[bytes]:
+        answer: list[bytes] | Failure = await self.server.history.remote(account_id, since_ns)
+        return _result(answer)
+
+    async def positions(self, account_id: str) -> list[OpenPosition]:
+        answer: list[OpenPosition] | Failure = await self.server.positions.remote(account_id)
+        return _result(answer)
+
+    async def account_state(self, account_id: str) -> AccountState:
+        answer: AccountState | Failure = await self.server.account_state.remote(account_id)
+        return _result(answer)
 
     async def provision(self, account_ids: Sequence[str]) -> int:
         result: int = await self.server.provision.remote(list(account_ids))
         return result
+
+
+def _result(answer: T | Failure) -> T:
+    if isinstance(answer, Failure):
+        raise platform_error(answer.status, answer.detail, answer.retry_after_s)
+    return answer

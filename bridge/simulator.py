@@ -4,6 +4,11 @@ It behaves like a MetaTrader-style server seen from the bridge: random-walk pric
 and closing positions (deals numbered in increasing order, position id = opening deal id, profit
 rounded to cents, commission per lot), JSON messages pulled in batches, and commands that take
 effect: a disabled account can no longer trade, and attempts are rejected as the real server would.
+Accounts are opened in a group with a leverage and funded by a deposit; balance operations are
+deals too (a `BalanceOperated` event, numbered like trades), and a resent operation is recognised by
+its command id. It answers the queries a manager API does: an account's history (the very messages
+its stream carried), its open positions, its balance and equity. Scheduled news jumps gap a price at
+a given simulated time.
 
 It is also the ground truth. It keeps its own brute-force equity for every account (a separate
 implementation from the account entity) and records the first event at which each account reached
@@ -12,6 +17,7 @@ a loss limit, so a run can report missed and false breaches, not just speed.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import random
 import time
@@ -22,9 +28,18 @@ from collections.abc import Sequence
 
 import msgspec
 
-from bridge.commands import AnyPlatformCommand, CloseAllPositions, EnableTrading
+from bridge.commands import (
+    AnyPlatformCommand,
+    CloseAllPositions,
+    DisableTrading,
+    EnableTrading,
+    OperateBalance,
+    ProvisionAccount,
+)
 from bridge.events import (
     AnyPlatformEvent,
+    BalanceKind,
+    BalanceOperated,
     DealEntry,
     DealExecuted,
     PriceTicked,
@@ -36,7 +51,13 @@ from bridge.instruments import DEFAULT_INSTRUMENTS, Instrument
 # A Monday morning: the demo never crosses a trading-day boundary unless it runs for hours.
 SIM_EPOCH_NS = 1_772_442_000 * 1_000_000_000  # 2026-03-02T09:00:00Z
 COMMISSION_PER_LOT = 3.5
-TRADE_DISABLED = 10017  # MetaTrader 5 retcode TRADE_RETCODE_TRADE_DISABLED
+# MetaTrader 5 result codes (Manager API MT_RET_*; the trade ones equal TRADE_RETCODE_*).
+MT_RET_OK = 0  # done: bridge.platform.DONE
+TRADE_INVALID = 10013  # MT_RET_REQUEST_INVALID: here, no such account
+TRADE_DISABLED = 10017  # MT_RET_REQUEST_TRADE_DISABLED
+NO_MONEY = 10019  # MT_RET_REQUEST_NO_MONEY: a withdrawal beyond the balance
+DEFAULT_GROUP = "demo\\standard"  # the group and leverage `provision` opens accounts in
+DEFAULT_LEVERAGE = 100
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,6 +67,21 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     daily_loss_pct: float = 5.0
     max_loss_pct: float = 10.0
     day_timezone: str = "Europe/Prague"
+
+
+class NewsJump(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """A scheduled news release: `at_s` seconds into the simulation, `symbol`'s price gaps by
+    `move` (relative: -0.02 is 2 % down) in one tick. Written as `[at_s, symbol, move]`."""
+
+    at_s: float
+    symbol: str
+    move: float
+
+    def __post_init__(self) -> None:  # checked when built in code too, not only when decoded
+        if not 0 <= self.at_s < float("inf"):
+            raise ValueError(f"`at_s` must be a time from 0 on, got {self.at_s}")
+        if not -1 < self.move < float("inf"):
+            raise ValueError(f"`move` must be above -1 (a price stays positive), got {self.move}")
 
 
 class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +94,13 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     reckless_risk_per_tick: float = 450.0
     limits: Limits = Limits()
     instruments: tuple[Instrument, ...] = DEFAULT_INSTRUMENTS
+    news: tuple[NewsJump, ...] = ()
+
+    def __post_init__(self) -> None:
+        symbols = {i.symbol for i in self.instruments}
+        for jump in self.news:
+            if jump.symbol not in symbols:
+                raise ValueError(f"`news`: {jump.symbol!r} is not one of the instruments")
 
 
 class SimPosition(msgspec.Struct, kw_only=True):
@@ -69,15 +112,27 @@ class SimPosition(msgspec.Struct, kw_only=True):
 
 
 class SimAccount(msgspec.Struct, kw_only=True):
-    """Money in cents, as the server keeps it: every deal's amounts are rounded to the cent."""
+    """Money in cents, as the server keeps it: every deal's amounts are rounded to the cent.
+    `initial`: the first deposit, the base of the oracle's loss limits (0 until funded).
+    `history`: (time, message) of each of its deals and balance operations, oldest first."""
 
     account_id: str
     balance: int
     day_start_balance: int
     reckless: bool
+    initial: int = 0
+    group: str = DEFAULT_GROUP
+    leverage: int = DEFAULT_LEVERAGE
+    currency: str = "USD"
+    credit: int = 0
     positions: dict[int, SimPosition] = msgspec.field(default_factory=dict)
     enabled: bool = True
     disabled_by: str | None = None
+    history: list[tuple[int, bytes]] = msgspec.field(default_factory=list)
+
+
+class UnknownAccount(KeyError):
+    """A query for an account the server does not have."""
 
 
 class Crossing(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,6 +163,7 @@ class SimulatorReport(msgspec.Struct, kw_only=True):
     rejected_after_disable: int
     breach_to_freeze_ns: list[int]
     freezes_executed: dict[str, int] = {}  # account -> disable-trading commands carried out
+    rate_limited: int = 0  # requests its server front answered 429 (too many requests)
 
 
 class PlatformSimulator:
@@ -127,6 +183,10 @@ class PlatformSimulator:
         self.deal_seq = 0
         self.sim_ns = SIM_EPOCH_NS
         self.next_rollover_ns = _next_midnight_ns(SIM_EPOCH_NS, config.limits.day_timezone)
+        self.news = deque(
+            sorted(((SIM_EPOCH_NS + round(j.at_s * 1e9), j) for j in config.news), key=_first)
+        )
+        self.operations: set[str] = set()  # command ids of balance operations carried out
         self.crossed: dict[str, Crossing] = {}
         self.rejected_after_disable = 0
         self.latencies: list[int] = []
@@ -135,21 +195,77 @@ class PlatformSimulator:
     # -- accounts -------------------------------------------------------------------------------
 
     def provision(self, account_ids: Sequence[str]) -> int:
-        """Open accounts at the initial balance; a fixed share of them trade recklessly."""
+        """Open accounts already funded at the configured initial balance; returns how many were
+        new. No deposit event: the runtime opens its account entities funded, and would count an
+        announced deposit twice (a `ProvisionAccount` command announces its deposit, as MT5 does).
+        """
+        initial = round(self.config.limits.initial_balance * 100)
         created = 0
         for account_id in account_ids:
             if account_id in self.accounts:
                 continue
-            reckless = self.rng.random() < self.config.reckless_fraction
-            initial = round(self.config.limits.initial_balance * 100)
-            self.accounts[account_id] = SimAccount(
+            command = ProvisionAccount(
+                command_id=f"provision:{account_id}",
                 account_id=account_id,
-                balance=initial,
-                day_start_balance=initial,
-                reckless=reckless,
+                group=DEFAULT_GROUP,
+                leverage=DEFAULT_LEVERAGE,
+                deposit_cents=initial,
             )
+            self._provision(command, announce=False)
             created += 1
         return created
+
+    def _provision(self, command: ProvisionAccount, *, announce: bool) -> int:
+        """Open the account; a fixed share of accounts trade recklessly."""
+        if command.account_id in self.accounts:
+            return MT_RET_OK  # opened before: a resend, never a second account
+        account = SimAccount(
+            account_id=command.account_id,
+            balance=0,
+            day_start_balance=0,
+            reckless=self.rng.random() < self.config.reckless_fraction,
+            group=command.group,
+            leverage=command.leverage,
+            currency=command.currency,
+        )
+        self.accounts[command.account_id] = account
+        if command.deposit_cents:
+            self._move_money(account, BalanceKind.DEPOSIT, command.deposit_cents, announce=announce)
+        return MT_RET_OK
+
+    def _operate(self, account: SimAccount, command: OperateBalance) -> int:
+        if command.command_id in self.operations:
+            return MT_RET_OK  # carried out before: a resend is done, and not applied again
+        if command.kind is BalanceKind.WITHDRAWAL and command.amount_cents > account.balance:
+            return NO_MONEY
+        self.operations.add(command.command_id)
+        self._move_money(account, command.kind, command.amount_cents, announce=True)
+        return MT_RET_OK
+
+    def _move_money(
+        self, account: SimAccount, kind: BalanceKind, amount_cents: int, *, announce: bool
+    ) -> None:
+        """A balance operation: a withdrawal takes the amount out; credit counts in equity only."""
+        signed = -amount_cents if kind is BalanceKind.WITHDRAWAL else amount_cents
+        if kind is BalanceKind.CREDIT:
+            account.credit += signed
+        else:
+            account.balance += signed
+            account.day_start_balance += signed  # money moved in or out is not the day's trading
+        if not account.initial and kind is BalanceKind.DEPOSIT:
+            account.initial = amount_cents  # the first deposit funds the account
+        if not announce:
+            return
+        event = BalanceOperated(
+            event_id=self._next_id(),
+            ts_ns=self.sim_ns,
+            account_id=account.account_id,
+            deal_id=self._next_deal(),
+            kind=kind,
+            amount=signed / 100,
+        )
+        self._record(account, event)
+        self._oracle(account, event.event_id)
 
     # -- the world moves ------------------------------------------------------------------------
 
@@ -162,15 +278,28 @@ class PlatformSimulator:
         steps = ["tick"] * n_ticks + ["trade"] * n_trades
         self.rng.shuffle(steps)
         step_ns = int(seconds * 1e9 / max(1, len(steps)))
-        account_ids = list(self.accounts)
-        for step in steps:
-            self.sim_ns += step_ns
-            if self.sim_ns >= self.next_rollover_ns:
-                self._roll_day()
+        start, account_ids = self.sim_ns, list(self.accounts)
+        for i, step in enumerate(steps, 1):
+            self._move_to(start + i * step_ns)
             if step == "tick":
                 self._tick(self.rng.choice(symbols))
             elif account_ids:
                 self._trade(self.accounts[self.rng.choice(account_ids)])
+        self._move_to(start + int(seconds * 1e9))
+
+    def _move_to(self, ts_ns: int) -> None:
+        """Move the clock to `ts_ns`, releasing the news due by then at their own times."""
+        while self.news and self.news[0][0] <= ts_ns:
+            at_ns, jump = self.news.popleft()
+            self._set_clock(max(self.sim_ns, at_ns))
+            self.mid[jump.symbol] = max(self.mid[jump.symbol] * (1.0 + jump.move), 1e-6)
+            self._publish(jump.symbol)
+        self._set_clock(ts_ns)
+
+    def _set_clock(self, ts_ns: int) -> None:
+        self.sim_ns = ts_ns
+        if self.sim_ns >= self.next_rollover_ns:
+            self._roll_day()
 
     def _roll_day(self) -> None:
         for account in self.accounts.values():
@@ -181,6 +310,10 @@ class PlatformSimulator:
         instrument = self.instruments[symbol]
         mid = max(self.mid[symbol] + self.rng.gauss(0.0, instrument.tick_volatility), 1e-6)
         self.mid[symbol] = mid
+        self._publish(symbol)
+
+    def _publish(self, symbol: str) -> None:
+        """Send the symbol's quote at its current mid; its holders' equity moved."""
         bid, ask = self.quote(symbol)
         event = PriceTicked(
             event_id=self._next_id(), ts_ns=self.sim_ns, symbol=symbol, bid=bid, ask=ask
@@ -282,40 +415,41 @@ class PlatformSimulator:
             profit=profit,
             commission=commission,
         )
-        self._emit(event)
+        self._record(account, event)
         self._oracle(account, event.event_id)
 
     # -- ground truth ---------------------------------------------------------------------------
 
     def equity(self, account: SimAccount) -> float:
-        """Balance plus floating P&L, longs at the bid and shorts at the ask, in currency units."""
-        return self._equity_cents(account) / 100
+        """Balance, credit and floating P&L, longs at the bid and shorts at the ask, in units."""
+        return self.equity_cents(account) / 100
 
-    def _equity_cents(self, account: SimAccount) -> int:
-        # Like a MetaTrader server: each position's profit is rounded to the account's cents.
-        equity = account.balance
-        for p in account.positions.values():
-            bid, ask = self.quote(p.symbol)
-            if p.side is Side.BUY:
-                equity += round((bid - p.open_price) * p.volume * p.contract_size * 100)
-            else:
-                equity += round((p.open_price - ask) * p.volume * p.contract_size * 100)
-        return equity
+    def equity_cents(self, account: SimAccount) -> int:
+        return (
+            account.balance
+            + account.credit
+            + sum(map(self.profit_cents, account.positions.values()))
+        )
+
+    def profit_cents(self, position: SimPosition) -> int:
+        """Floating profit, longs at the bid and shorts at the ask, rounded to cents (as MT5)."""
+        bid, ask = self.quote(position.symbol)
+        move = bid - position.open_price if position.side is Side.BUY else position.open_price - ask
+        return round(move * position.volume * position.contract_size * 100)
 
     def floors(self, account: SimAccount) -> tuple[int, int]:
-        """The (daily, static) loss floors in cents."""
+        """The (daily, static) loss floors in cents, from the account's first deposit."""
         limits = self.config.limits
-        initial = round(limits.initial_balance * 100)
-        daily = account.day_start_balance - round(initial * limits.daily_loss_pct / 100)
-        static = initial - round(initial * limits.max_loss_pct / 100)
+        daily = account.day_start_balance - round(account.initial * limits.daily_loss_pct / 100)
+        static = account.initial - round(account.initial * limits.max_loss_pct / 100)
         return daily, static
 
     def _oracle(self, account: SimAccount, event_id: str) -> None:
         """Record the first event at which equity reached a loss floor."""
-        if account.account_id in self.crossed:
-            return
+        if account.account_id in self.crossed or not account.initial:
+            return  # crossed before, or not funded yet: no limits
         daily, static = self.floors(account)
-        equity = self._equity_cents(account)
+        equity = self.equity_cents(account)
         # The higher floor binds: a continuous fall reaches it first (max loss on a tie).
         rule, floor = ("max_loss", static) if static >= daily else ("daily_loss", daily)
         if equity > floor:
@@ -336,8 +470,14 @@ class PlatformSimulator:
         self.deal_seq += 1
         return self.deal_seq
 
-    def _emit(self, event: AnyPlatformEvent) -> None:
-        self.outbox.append((self.seq, msgspec.json.encode(event)))
+    def _emit(self, event: AnyPlatformEvent) -> bytes:
+        message = msgspec.json.encode(event)
+        self.outbox.append((self.seq, message))
+        return message
+
+    def _record(self, account: SimAccount, event: DealExecuted | BalanceOperated) -> None:
+        """Send an account's deal or balance operation and keep it in its history."""
+        account.history.append((event.ts_ns, self._emit(event)))
 
     def take(self, max_events: int) -> list[bytes]:
         """Hand up to `max_events` JSON messages to the bridge, oldest first."""
@@ -361,21 +501,30 @@ class PlatformSimulator:
             return
         self.injected_ns.setdefault(event_id, now)
 
+    # -- commands -------------------------------------------------------------------------------
+
     def execute(self, commands: Sequence[AnyPlatformCommand]) -> list[int]:
-        """Carry out commands; returns a retcode per command (0 done)."""
+        """Carry out commands in order; returns a retcode per command (`MT_RET_OK` done)."""
         return [self._execute(c) for c in commands]
 
     def _execute(self, command: AnyPlatformCommand) -> int:
+        if isinstance(command, ProvisionAccount):
+            return self._provision(command, announce=True)
         account = self.accounts.get(command.account_id)
         if account is None:
-            return 10013  # TRADE_RETCODE_INVALID: no such account
+            return TRADE_INVALID
+        if isinstance(command, OperateBalance):
+            return self._operate(account, command)
         if isinstance(command, CloseAllPositions):
             for position_id in list(account.positions):
                 self._close(account, position_id)
-            return 0
+            return MT_RET_OK
         if isinstance(command, EnableTrading):
             account.enabled, account.disabled_by = True, None
-            return 0
+            return MT_RET_OK
+        return self._disable(account, command)
+
+    def _disable(self, account: SimAccount, command: DisableTrading) -> int:
         self.freezes_executed[account.account_id] = (
             self.freezes_executed.get(account.account_id, 0) + 1
         )
@@ -392,7 +541,7 @@ class PlatformSimulator:
                 command_id=command.command_id,
             )
         )
-        return 0
+        return MT_RET_OK
 
     def _record_latency(self, caused_by: str) -> None:
         handed_over = self.injected_ns.get(caused_by) or self._handed_over_by_seq(caused_by)
@@ -408,6 +557,26 @@ class PlatformSimulator:
                 return self.handed_over_ns[index]
         return 0
 
+    # -- queries --------------------------------------------------------------------------------
+
+    def account(self, account_id: str) -> SimAccount:
+        """The account, or `UnknownAccount`."""
+        try:
+            return self.accounts[account_id]
+        except KeyError:
+            raise UnknownAccount(account_id) from None
+
+    def history(self, account_id: str, since_ns: int) -> list[bytes]:
+        """The account's deals and balance operations at or after `since_ns`, oldest first: the
+        very messages its stream carried."""
+        entries = self.account(account_id).history
+        start = bisect.bisect_left(entries, since_ns, key=_first)
+        return [message for _, message in entries[start:]]
+
+    def positions(self, account_id: str) -> dict[int, SimPosition]:
+        """The account's open positions by position id (the opening deal's id)."""
+        return dict(self.account(account_id).positions)
+
     def report(self) -> SimulatorReport:
         return SimulatorReport(
             accounts=len(self.accounts),
@@ -419,6 +588,10 @@ class PlatformSimulator:
             breach_to_freeze_ns=list(self.latencies),
             freezes_executed=dict(self.freezes_executed),
         )
+
+
+def _first(pair: tuple[int, object]) -> int:
+    return pair[0]
 
 
 def _next_midnight_ns(ts_ns: int, timezone: str) -> int:

@@ -7,7 +7,11 @@ checkpoint holds them, so a shard that crashed gets again everything after its c
 Outbound: platform commands wait in priority lanes (a freeze goes before everything else) behind
 the connection's rate limiter, so the platform never sees more than its published limit; a
 command id already queued or carried out is dropped, so a shard re-deriving its effects after a
-crash never sends a freeze twice.
+crash never sends a freeze twice. A caller that needs the outcome (`execute`: provisioning,
+balance operations) waits for it; asking for a command id already waiting shares its request
+(coalescing). A request refused for its rate or lost to a 5xx, a time-out or a dropped
+connection goes back to its lanes and the sender backs off (`bridge/circuit.py`); after enough
+failures in a row the circuit opens and the health view says so.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ import msgspec
 import ray
 from cachetools import LRUCache
 
+from bridge.circuit import BackoffConfig, Breaker
 from bridge.codec import Rejection, decode_command_batch, decode_messages, encode_batch
 from bridge.commands import AnyPlatformCommand, DisableTrading
 from bridge.events import AnyPlatformEvent, PriceTicked
 from bridge.liveness import Pulse, pulse
 from bridge.metrics import BridgeMetrics
-from bridge.platform import Platform
+from bridge.platform import DONE, REFUSED, Platform, RateLimited, Refused
 from bridge.ratelimit import TokenBucket
+from bridge.validation import TickGuard, TickLimits
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,11 @@ class BridgeStats(msgspec.Struct, kw_only=True):
     redelivered: int = 0  # batches delivered again to a shard that lost them in a crash
     retained: int = 0  # batches kept until a shard checkpoint holds them
     duplicate_commands: int = 0  # commands dropped: the same command id was queued or sent
+    coalesced: int = 0  # `execute` calls answered by a request already waiting for the same id
+    rate_limited: int = 0  # requests the platform refused for their rate
+    refused: int = 0  # commands the platform refused for good (not retried)
+    circuit: str = "closed"  # closed, open, half_open
+    circuit_opened: int = 0
 
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +85,9 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_batch: int = 5_000
     poll_interval_s: float = 0.01
     retry_interval_s: float = 0.2
+    request_timeout_s: float = 10.0  # a request not answered by then counts as unavailable
+    backoff: BackoffConfig = BackoffConfig()
+    ticks: TickLimits = TickLimits()
     commands_per_request: int = 100
     dedupe_window: int = 200_000
     max_retained: int = 256  # per shard; beyond it the shard is asked to checkpoint first
@@ -115,6 +129,9 @@ class BridgeWorker:
         # Command ids carried out (code 0), and those waiting in a lane or being sent.
         self.commands_seen: LRUCache[str, None] = LRUCache(maxsize=config.dedupe_window)
         self.queued: set[str] = set()
+        self.waiters: dict[str, list[asyncio.Future[int]]] = {}  # callers of `execute`, by id
+        self.breaker = Breaker(config.backoff)
+        self.ticks = TickGuard(config.ticks)
         self.holding: list[bytes] = []  # fetched from the platform, not yet delivered
         self.arrivals: LRUCache[str, float] = LRUCache(maxsize=config.dedupe_window)
         self.metrics = BridgeMetrics(config.connection)
@@ -157,6 +174,7 @@ class BridgeWorker:
         async with self.ingesting:  # one batch at a time keeps every shard's input in order
             arrived = time.monotonic()
             events, rejected = decode_messages(raw)
+            events = self._sane(events, rejected)
             for rejection in rejected:
                 log.warning("rejected message %d: %s", rejection.index, rejection.error)
             fresh = self._fresh(events)
@@ -174,6 +192,27 @@ class BridgeWorker:
         )
         self._count(report)
         return report
+
+    def _sane(
+        self, events: list[AnyPlatformEvent], rejected: list[Rejection]
+    ) -> list[AnyPlatformEvent]:
+        """Drop absurd ticks (`bridge/validation.py`), each added to `rejected` with the index of
+        its message in the batch; a repeated tick is not judged again."""
+        skipped = {r.index for r in rejected}
+        positions = (i for i in itertools.count() if i not in skipped)
+        kept: list[AnyPlatformEvent] = []
+        refusals: list[Rejection] = []
+        for index, event in zip(positions, events, strict=False):
+            if isinstance(event, PriceTicked) and event.event_id not in self.seen:
+                reason = self.ticks.refuse(event)
+                if reason is not None:
+                    refusals.append(Rejection(index=index, error=reason))
+                    continue
+            kept.append(event)
+        if refusals:
+            rejected.extend(refusals)
+            rejected.sort(key=lambda r: r.index)
+        return kept
 
     def _fresh(self, events: list[AnyPlatformEvent]) -> list[AnyPlatformEvent]:
         """Events not seen before, in this batch or an earlier one."""
@@ -294,28 +333,57 @@ class BridgeWorker:
         """Queue a msgpack batch of platform commands in their lanes; returns how many."""
         commands = decode_command_batch(payload)
         for command in commands:
-            command_id = command.command_id
-            if command_id in self.queued or self.commands_seen.get(command_id, False) is None:
-                self.stats_.duplicate_commands += 1  # (`get` also keeps it recently used)
-                continue
-            self.queued.add(command_id)
-            self._enqueue(command)
+            if not self._admit(command):
+                self.stats_.duplicate_commands += 1
         return len(commands)
+
+    async def execute(self, payload: bytes) -> list[int]:
+        """Carry out a msgpack batch of commands through their lanes and wait for the outcome:
+        a result code per command (`DONE`, the platform's own code, or `REFUSED`). A command id
+        carried out before answers `DONE` without reaching the platform again; one waiting in a
+        lane shares that request's outcome."""
+        commands = decode_command_batch(payload)
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[int]] = []
+        for command in commands:
+            future: asyncio.Future[int] = loop.create_future()
+            futures.append(future)
+            command_id = command.command_id
+            if self.commands_seen.get(command_id, False) is None:
+                future.set_result(DONE)
+                self.stats_.duplicate_commands += 1
+                continue
+            self.waiters.setdefault(command_id, []).append(future)
+            if not self._admit(command):
+                self.stats_.coalesced += 1
+        return list(await asyncio.gather(*futures))
+
+    def _admit(self, command: AnyPlatformCommand) -> bool:
+        """Queue a command unless its id is waiting or was carried out; True if queued."""
+        command_id = command.command_id
+        if command_id in self.queued or self.commands_seen.get(command_id, False) is None:
+            return False  # (`get` also keeps it recently used)
+        self.queued.add(command_id)
+        self._enqueue(command)
+        return True
+
+    def _resolve(self, command_id: str, code: int) -> None:
+        for future in self.waiters.pop(command_id, ()):
+            if not future.done():
+                future.set_result(code)
 
     def _enqueue(self, command: AnyPlatformCommand) -> None:
         self.unsent += 1
         self.lanes.put_nowait((int(command.lane), next(self.order), command))
 
-    async def provision(self, account_ids: Sequence[str]) -> int:
-        """Open accounts on the platform (one rate-limited request)."""
-        await self.limiter.acquire()
-        return await self.platform.provision(account_ids)
-
     async def stats(self) -> BridgeStats:
+        self.stats_.circuit = self.breaker.state.value
+        self.stats_.circuit_opened = self.breaker.opened
         return self.stats_
 
     async def ping(self) -> Pulse:
-        return pulse()
+        """Liveness, and what is wrong while the platform connection fails."""
+        return pulse(self.breaker.describe())
 
     async def _pull_forever(self) -> None:
         while self.pulling:
@@ -335,6 +403,9 @@ class BridgeWorker:
         while True:
             batch = [await self.lanes.get()]
             try:
+                # Backing off after a failure, or the circuit is open: nothing is sent until then
+                # (only this task sends, so the wait cannot change while it sleeps).
+                await asyncio.sleep(self.breaker.wait_s())
                 # The token first, the rest of the request after it: whatever arrives while
                 # we wait for the token rides in this request instead of waiting for the next.
                 await self.limiter.acquire()
@@ -346,26 +417,49 @@ class BridgeWorker:
                     self.lanes.task_done()
 
     async def _send(self, commands: list[AnyPlatformCommand]) -> None:
-        """Send one request; on any failure the commands go back to their lanes."""
+        """Send one request. Refused for good: each command is answered `REFUSED`. Any other
+        failure: the commands go back to their lanes and the sender backs off."""
         try:
-            codes = await self.platform.execute(commands)
+            async with asyncio.timeout(self.config.request_timeout_s):
+                codes = await self.platform.execute(commands)
             results = list(zip(commands, codes, strict=True))
-        except Exception:
-            log.exception("platform refused %d commands; requeued", len(commands))
-            self.stats_.command_failures += len(commands)
-            for command in commands:
-                self.unsent -= 1
-                self._enqueue(command)
-            await asyncio.sleep(self.config.retry_interval_s)
+        except Refused as exc:
+            log.error("platform refused %d commands for good: %s", len(commands), exc)
+            self.breaker.succeeded()  # the connection answers; the request was wrong
+            self.unsent -= len(commands)
+            self.stats_.refused += len(commands)
+            results = [(command, REFUSED) for command in commands]
+        except Exception as exc:
+            self._requeue(commands, exc)
             return
-        self.unsent -= len(commands)
-        self.stats_.commands_sent += len(commands)
-        if commands:
-            self.metrics.commands.inc(len(commands))
+        else:
+            self.breaker.succeeded()
+            self.unsent -= len(commands)
+            self.stats_.commands_sent += len(commands)
+            if commands:
+                self.metrics.commands.inc(len(commands))
+        self._settle(results)
+
+    def _requeue(self, commands: list[AnyPlatformCommand], exc: Exception) -> None:
+        """Rate-limited, 5xx, time-out, dropped connection: the request may or may not have been
+        carried out; the same command ids go again (harmless at the platform) after a backoff."""
+        retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
+        if isinstance(exc, RateLimited):
+            self.stats_.rate_limited += 1
+        wait = self.breaker.failed(f"{type(exc).__name__}: {exc}", retry_after)
+        log.warning("%d commands requeued, retry in %.2f s: %r", len(commands), wait, exc)
+        self.stats_.command_failures += len(commands)
+        for command in commands:
+            self.unsent -= 1
+            self._enqueue(command)
+
+    def _settle(self, results: list[tuple[AnyPlatformCommand, int]]) -> None:
+        """Answer the callers waiting; remember what was carried out; time freezes."""
         done = time.monotonic()
         for command, code in results:
             self.queued.discard(command.command_id)
-            if code != 0:  # not carried out: a resend of the same id must get through
+            self._resolve(command.command_id, code)
+            if code != DONE:  # not carried out: a resend of the same id must get through
                 log.warning("platform answered %d to %s", code, command)
                 continue
             self.commands_seen[command.command_id] = None

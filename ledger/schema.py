@@ -56,3 +56,23 @@ shard_checkpoints = Table(
 )
 """Each shard's recovery point (encoded by the shard: price book, delivery cursors, freezes in
 flight); written in the same transaction as the snapshots it goes with."""
+
+ingest_inbox = Table(
+    "ingest_inbox",
+    metadata,
+    Column("seq", _SeqType, primary_key=True, autoincrement=True),
+    Column("connection", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("received_ns", BigInteger, nullable=False),
+    UniqueConstraint("connection", "event_id", name="uq_ingest_inbox_event"),
+)
+"""Events a platform pushed to us, stored before we answer it; `seq` orders them for the bridge."""
+
+ingest_cursors = Table(
+    "ingest_cursors",
+    metadata,
+    Column("connection", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+"""Per connection, the last inbox `seq` the bridge delivered to the shards."""

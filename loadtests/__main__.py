@@ -61,6 +61,20 @@ SCENARIOS: dict[str, Scenario] = {
             ),
         ),
         Scenario(
+            name="onboarding",
+            module="loadtests.onboarding",
+            summary="provisioning wave through the rate-limited bridge: 429s, accounts opened, "
+            "freeze latency during the wave",
+            bench_args=(
+                "--accounts",
+                "500",
+                "--freezes",
+                "40",
+                "--json",
+                "var/bench/onboarding.json",
+            ),
+        ),
+        Scenario(
             name="scale",
             module="loadtests.scale",
             summary="shards on Ray under a news burst: memory/account, evaluations/s, "

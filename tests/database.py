@@ -23,7 +23,13 @@ from ledger.database import create_engine, upgrade
 T = TypeVar("T")
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-LEDGER_TABLES = ("journal", "account_snapshots", "shard_checkpoints")
+LEDGER_TABLES = (
+    "journal",
+    "account_snapshots",
+    "shard_checkpoints",
+    "ingest_inbox",
+    "ingest_cursors",
+)
 
 POSTGRES_REQUIRED = (
     "PostgreSQL is required for the test suite and was not reachable at {url} ({error}). "

@@ -1,0 +1,62 @@
+"""A platform connection whose events are pushed to us (`POST /ingest/v1/{connection}/events`).
+
+The ingestion endpoint stores pushed events in the inbox (`ledger/inbox.py`) before it answers;
+`PushedEvents` hands them to the bridge worker in inbox order, and sends commands and queries to
+the platform's own adapter (`inner`).
+
+The delivery cursor: the worker asks for the next batch only once the previous one is delivered
+to the shards (`BridgeWorker._pull_forever`), so each `fetch` first records the batch before it
+as delivered. After a restart the worker starts after the recorded cursor; a batch fetched but
+not yet recorded is delivered again, which is harmless (the worker and shards drop repeated
+event and deal ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bridge.commands import AnyPlatformCommand
+from bridge.platform import AccountState, OpenPosition, Platform
+from ledger.database import create_engine
+from ledger.inbox import Inbox
+
+
+class PushedEvents:
+    """`Platform`: events from the inbox of `connection`, everything else from `inner`."""
+
+    def __init__(self, connection: str, database_url: str, inner: Platform) -> None:
+        self.connection = connection
+        self.database_url = database_url
+        self.inner = inner
+        self._inbox: Inbox | None = None  # made in the process that uses it (Ray pickles us)
+        self.delivered: int | None = None  # the recorded cursor
+        self.handed = 0  # the last seq handed to the worker
+
+    @property
+    def inbox(self) -> Inbox:
+        if self._inbox is None:
+            self._inbox = Inbox(create_engine(self.database_url))
+        return self._inbox
+
+    async def fetch(self, max_events: int) -> list[bytes]:
+        if self.delivered is None:
+            self.delivered = self.handed = await self.inbox.cursor(self.connection)
+        if self.handed > self.delivered:  # the batch handed last time is delivered by now
+            await self.inbox.advance(self.connection, self.handed)
+            self.delivered = self.handed
+        rows = await self.inbox.read(self.connection, self.delivered, max_events)
+        if rows:
+            self.handed = rows[-1][0]
+        return [payload for _, payload in rows]
+
+    async def execute(self, commands: Sequence[AnyPlatformCommand]) -> list[int]:
+        return await self.inner.execute(commands)
+
+    async def history(self, account_id: str, since_ns: int) -> list[bytes]:
+        return await self.inner.history(account_id, since_ns)
+
+    async def positions(self, account_id: str) -> list[OpenPosition]:
+        return await self.inner.positions(account_id)
+
+    async def account_state(self, account_id: str) -> AccountState:
+        return await self.inner.account_state(account_id)
