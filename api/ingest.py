@@ -9,8 +9,10 @@ A request carries a batch of canonical events (`bridge/events.py`) as a JSON arr
 
 Refused as a whole, with an RFC 9457 problem: an unknown connection (404), a missing or wrong
 signature (401), a timestamp further than `tolerance_s` from our clock (401, stale), a request
-whose signature was already accepted within twice that window (409, replayed), a body that is
-not an array (400), more than `max_events` events (413). Otherwise each event is judged on its
+whose signature was already accepted within twice that window (409, replayed; two copies in
+flight at once may both get a 200, the second with every event a `duplicate`), a body that is
+not an array (400), more than `max_events` events (413; aiohttp refuses a body over 1 MiB with
+a plain 413 before we see it). Otherwise each event is judged on its
 own: `accepted` (stored now), `duplicate` (its event id was stored before, by this request or an
 earlier one: it is applied once) or `rejected` (with the reason, naming the field). The answer
 is sent only after the accepted events are committed to the inbox (`ledger/inbox.py`), from
@@ -97,7 +99,9 @@ class Ingestion:
         signature = headers.get(SIGNATURE_HEADER, "")
         if not timestamp.isdigit():
             raise Refusal(401, "Unsigned request", f"{TIMESTAMP_HEADER} must be Unix seconds")
-        if not hmac.compare_digest(sign(secret, timestamp, body), signature):
+        if not signature.isascii() or not hmac.compare_digest(
+            sign(secret, timestamp, body), signature
+        ):
             raise Refusal(
                 401, "Bad signature", f"{SIGNATURE_HEADER} does not match the body and timestamp"
             )

@@ -56,11 +56,13 @@ class Breaker:
 
     def failed(self, error: str, retry_after_s: float | None = None) -> float:
         """Record a failure; returns the wait before the next attempt."""
+        trial_failed = self.state is CircuitState.HALF_OPEN
         self.failures += 1
         self.last_error = error
-        cap = min(self.config.max_s, self.config.base_s * 2 ** (self.failures - 1))
+        exponent = min(self.failures - 1, 30)  # a weekend-long outage must not overflow
+        cap = min(self.config.max_s, self.config.base_s * 2.0**exponent)
         wait = self.rng.uniform(0.0, cap)  # full jitter
-        if self.failures == self.config.threshold:
+        if self.failures == self.config.threshold or trial_failed:
             self.opened += 1
         if self.failures >= self.config.threshold:
             wait = max(wait, self.config.open_for_s)

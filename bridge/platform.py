@@ -23,8 +23,6 @@ from bridge.simulator import PlatformSimulator, SimulatorConfig, SimulatorReport
 DONE = 0
 """The result code of a command the platform carried out; any other code is the platform's own
 (MetaTrader retcodes, cTrader error codes...) and means it did not."""
-REFUSED = -1
-"""The bridge's code for a command whose request the platform refused for good (`Refused`)."""
 
 
 class PlatformError(Exception):
@@ -45,7 +43,9 @@ class Unavailable(PlatformError):
 
 
 class Refused(PlatformError):
-    """A permanent failure: bad credentials, a malformed request. Not retried."""
+    """The platform refused the request as a whole: bad or expired credentials, a request it
+    cannot read. It will not pass until someone fixes the cause; the worker keeps the commands
+    and retries with backoff, and its circuit reports the refusal."""
 
 
 class AccountState(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,8 +73,8 @@ class Platform(Protocol):
     it. Every platform's differences end here: events come out as canonical JSON messages
     (`bridge.events`), commands go in as canonical commands (`bridge.commands`).
 
-    A request that fails as a whole raises `RateLimited`, `Unavailable` (both retried by the
-    worker, with backoff) or `Refused` (not retried).
+    A request that fails as a whole raises `RateLimited`, `Unavailable` or `Refused`; the worker
+    retries each with backoff (a refusal opens its circuit for an operator to see).
     """
 
     async def fetch(self, max_events: int) -> list[bytes]:

@@ -9,9 +9,9 @@ the connection's rate limiter, so the platform never sees more than its publishe
 command id already queued or carried out is dropped, so a shard re-deriving its effects after a
 crash never sends a freeze twice. A caller that needs the outcome (`execute`: provisioning,
 balance operations) waits for it; asking for a command id already waiting shares its request
-(coalescing). A request refused for its rate or lost to a 5xx, a time-out or a dropped
-connection goes back to its lanes and the sender backs off (`bridge/circuit.py`); after enough
-failures in a row the circuit opens and the health view says so.
+(coalescing). A request refused (for its rate or its credentials) or lost to a 5xx, a time-out
+or a dropped connection goes back to its lanes and the sender backs off (`bridge/circuit.py`);
+after enough failures in a row the circuit opens and the health view says so.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from bridge.commands import AnyPlatformCommand, DisableTrading
 from bridge.events import AnyPlatformEvent, PriceTicked
 from bridge.liveness import Pulse, pulse
 from bridge.metrics import BridgeMetrics
-from bridge.platform import DONE, REFUSED, Platform, RateLimited, Refused
+from bridge.platform import DONE, Platform, RateLimited, Refused
 from bridge.ratelimit import TokenBucket
 from bridge.validation import TickGuard, TickLimits
 
@@ -73,7 +73,7 @@ class BridgeStats(msgspec.Struct, kw_only=True):
     duplicate_commands: int = 0  # commands dropped: the same command id was queued or sent
     coalesced: int = 0  # `execute` calls answered by a request already waiting for the same id
     rate_limited: int = 0  # requests the platform refused for their rate
-    refused: int = 0  # commands the platform refused for good (not retried)
+    refused: int = 0  # requests the platform refused (credentials): retried, the circuit says so
     circuit: str = "closed"  # closed, open, half_open
     circuit_opened: int = 0
 
@@ -132,6 +132,7 @@ class BridgeWorker:
         self.waiters: dict[str, list[asyncio.Future[int]]] = {}  # callers of `execute`, by id
         self.breaker = Breaker(config.backoff)
         self.ticks = TickGuard(config.ticks)
+        self.refused_ticks: LRUCache[str, str] = LRUCache(maxsize=10_000)  # event id -> why
         self.holding: list[bytes] = []  # fetched from the platform, not yet delivered
         self.arrivals: LRUCache[str, float] = LRUCache(maxsize=config.dedupe_window)
         self.metrics = BridgeMetrics(config.connection)
@@ -204,8 +205,10 @@ class BridgeWorker:
         refusals: list[Rejection] = []
         for index, event in zip(positions, events, strict=False):
             if isinstance(event, PriceTicked) and event.event_id not in self.seen:
-                reason = self.ticks.refuse(event)
+                # A repeat of a refused tick is refused again: it must not confirm itself.
+                reason = self.refused_ticks.get(event.event_id) or self.ticks.refuse(event)
                 if reason is not None:
+                    self.refused_ticks[event.event_id] = reason
                     refusals.append(Rejection(index=index, error=reason))
                     continue
             kept.append(event)
@@ -339,7 +342,7 @@ class BridgeWorker:
 
     async def execute(self, payload: bytes) -> list[int]:
         """Carry out a msgpack batch of commands through their lanes and wait for the outcome:
-        a result code per command (`DONE`, the platform's own code, or `REFUSED`). A command id
+        a result code per command (`DONE` or the platform's own code). A command id
         carried out before answers `DONE` without reaching the platform again; one waiting in a
         lane shares that request's outcome."""
         commands = decode_command_batch(payload)
@@ -417,18 +420,13 @@ class BridgeWorker:
                     self.lanes.task_done()
 
     async def _send(self, commands: list[AnyPlatformCommand]) -> None:
-        """Send one request. Refused for good: each command is answered `REFUSED`. Any other
-        failure: the commands go back to their lanes and the sender backs off."""
+        """Send one request. If it fails as a whole (rate limit, 5xx, time-out, dropped
+        connection, or refused: expired credentials), the commands go back to their lanes and
+        the sender backs off; a command the platform answers with its own code is answered so."""
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
                 codes = await self.platform.execute(commands)
             results = list(zip(commands, codes, strict=True))
-        except Refused as exc:
-            log.error("platform refused %d commands for good: %s", len(commands), exc)
-            self.breaker.succeeded()  # the connection answers; the request was wrong
-            self.unsent -= len(commands)
-            self.stats_.refused += len(commands)
-            results = [(command, REFUSED) for command in commands]
         except Exception as exc:
             self._requeue(commands, exc)
             return
@@ -441,8 +439,12 @@ class BridgeWorker:
         self._settle(results)
 
     def _requeue(self, commands: list[AnyPlatformCommand], exc: Exception) -> None:
-        """Rate-limited, 5xx, time-out, dropped connection: the request may or may not have been
-        carried out; the same command ids go again (harmless at the platform) after a backoff."""
+        """The request failed as a whole and may or may not have been carried out: the same
+        command ids go again (harmless at the platform) after a backoff. A refusal (bad or
+        expired credentials) is retried too: dropping it would drop freezes, and the open
+        circuit puts it in the health view for an operator to fix."""
+        if isinstance(exc, Refused):
+            self.stats_.refused += 1
         retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
         if isinstance(exc, RateLimited):
             self.stats_.rate_limited += 1

@@ -21,8 +21,7 @@ from bridge.ratelimit import TokenBucket
 
 UNSUPPORTED = -2
 """The result code of a command an adapter cannot carry out on its platform: no documented API
-for it was found (each adapter's docstring names which). Distinct from `bridge.platform.REFUSED`
-(-1), which the worker gives a whole request the platform refused."""
+for it was found (each adapter's docstring names which)."""
 
 _BODY_SNIPPET = 200
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

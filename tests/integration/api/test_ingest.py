@@ -208,3 +208,11 @@ async def test_ingest_when_pushed_twice_with_duplicate_deal_ids_then_applied_onc
     # A restarted bridge resumes after the recorded cursor: nothing is delivered again.
     again = PushedEvents("mt5-a", database_url, NoCommands())  # type: ignore[arg-type]
     assert await again.fetch(100) == []
+
+
+async def test_ingest_when_signature_has_non_ascii_characters_then_401_not_500(
+    server: Any,
+) -> None:
+    url, _ = server
+    status, body = await post(url, b"[]", signature="sha256=\u00e9t\u00e9")
+    assert (status, body["title"]) == (401, "Bad signature")

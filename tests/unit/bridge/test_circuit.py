@@ -47,3 +47,17 @@ def test_breaker_when_platform_says_retry_after_then_it_waits_at_least_that_long
     breaker = Breaker(CONFIG, random.Random(1))
     assert breaker.failed("429", retry_after_s=3600.0) >= 3600.0
     assert breaker.wait_s() > 3599.0
+
+
+def test_breaker_when_outage_lasts_thousands_of_tries_then_waits_stay_capped() -> None:
+    breaker = Breaker(CONFIG, random.Random(1))
+    waits = [breaker.failed("503") for _ in range(5_000)]
+    assert max(waits) <= CONFIG.open_for_s + CONFIG.max_s
+
+
+def test_breaker_when_half_open_trial_fails_then_the_reopening_is_counted() -> None:
+    breaker = Breaker(BackoffConfig(base_s=0.0, threshold=1, open_for_s=0.0), random.Random(1))
+    breaker.failed("timeout")
+    assert breaker.state is CircuitState.HALF_OPEN
+    breaker.failed("timeout")
+    assert breaker.opened == 2

@@ -11,8 +11,8 @@ import msgspec
 
 from bridge.circuit import BackoffConfig
 from bridge.codec import encode_batch
-from bridge.commands import AnyPlatformCommand, ProvisionAccount
-from bridge.platform import DONE, REFUSED, RateLimited, Refused, Unavailable
+from bridge.commands import AnyPlatformCommand, DisableTrading, ProvisionAccount
+from bridge.platform import DONE, RateLimited, Refused, Unavailable
 from bridge.worker import BridgeWorker, WorkerConfig
 from tests.conftest import eventually
 from tests.unit.bridge.test_worker_retries import FlakyShard, OneShard
@@ -109,16 +109,21 @@ async def test_send_when_rate_limited_or_unavailable_then_retried_until_carried_
     assert (stats.rate_limited, stats.command_failures, stats.circuit) == (1, 3, "closed")
 
 
-async def test_send_when_refused_for_good_then_answered_refused_and_not_retried() -> None:
-    platform = ScriptedPlatform([Refused("401 bad credentials")])
-    worker = await started(platform)
+async def test_send_when_refused_then_commands_wait_and_go_once_credentials_work_again() -> None:
+    platform = ScriptedPlatform([Refused("401 session expired")] * 3)
+    config = BackoffConfig(base_s=0.001, max_s=0.01, threshold=3, open_for_s=0.3)
+    worker = await started(platform, backoff=config)
     try:
-        codes = await worker.execute(encode_batch([provision("a")]))
+        freeze = DisableTrading(command_id="freeze:a", account_id="a", reason="x", caused_by="e")
+        await worker.submit(encode_batch([freeze]))  # nobody waits on a shard's freeze
+        await eventually(lambda: asyncio.sleep(0, len(platform.requests)), lambda n: n >= 3)
+        assert "Refused: 401 session expired" in worker.breaker.describe()
+        assert not await worker.idle()  # the freeze is still held
+        await worker.drain()
     finally:
         stop(worker)
-    assert codes == [REFUSED]
-    assert platform.requests == [["provision:a"]]
-    assert (await worker.stats()).refused == 1
+    assert platform.carried_out == ["freeze:a"]
+    assert (await worker.stats()).refused == 3
 
 
 async def test_circuit_when_failures_reach_threshold_then_health_says_so_until_success() -> None:
@@ -153,4 +158,7 @@ async def test_ingest_when_one_tick_is_absurd_then_it_alone_is_rejected_with_its
     report = await worker.ingest([tick(1, 1.10), tick(2, 11.0), b"{", tick(3, 1.1001)])
     assert [e.event_id for e in shard.received] == ["t1", "t3"]
     assert [r.index for r in report.rejected] == [1, 2]
+    again = await worker.ingest([tick(2, 11.0), tick(4, 1.1002)])  # a platform's retry
+    assert [r.index for r in again.rejected] == [0]
+    assert [e.event_id for e in shard.received] == ["t1", "t3", "t4"]
     assert all(part in report.rejected[0].error for part in ("t2", "EURUSD"))
