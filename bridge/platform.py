@@ -375,10 +375,6 @@ class SimulatorConnection:
         answer: AccountState | Failure = await self.server.account_state.remote(account_id)
         return _result(answer)
 
-    async def provision(self, account_ids: Sequence[str]) -> int:
-        result: int = await self.server.provision.remote(list(account_ids))
-        return result
-
 
 def _result(answer: T | Failure) -> T:
     if isinstance(answer, Failure):

@@ -32,6 +32,7 @@ from bridge.pushed import PushedEvents
 from bridge.worker import BridgeWorker, WorkerConfig
 from ledger.inbox import Inbox
 from tests.conftest import eventually
+from tests.unit.bridge.test_worker_retries import OneShard
 
 SECRET = b"test-secret-not-a-real-one"
 T0 = 1_772_442_000 * 1_000_000_000
@@ -62,9 +63,9 @@ async def server(engine: AsyncEngine) -> AsyncIterator[tuple[str, Inbox]]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    host, port = runner.addresses[0][:2]
     try:
-        yield f"http://127.0.0.1:{port}/ingest/v1/mt5-a/events", inbox
+        yield f"http://{host}:{port}/ingest/v1/mt5-a/events", inbox
     finally:
         await runner.cleanup()
 
@@ -170,13 +171,6 @@ class CoreShard:
 class NoCommands:
     async def execute(self, commands: Sequence[AnyPlatformCommand]) -> list[int]:
         return [0 for _ in commands]
-
-
-class OneShard:
-    shard_count = 1
-
-    def shard_of(self, account_id: str) -> int:
-        return 0
 
 
 async def test_ingest_when_pushed_twice_with_duplicate_deal_ids_then_applied_once_in_order(
