@@ -17,25 +17,45 @@ own: `accepted` (stored now), `duplicate` (its event id was stored before, by th
 earlier one: it is applied once) or `rejected` (with the reason, naming the field). The answer
 is sent only after the accepted events are committed to the inbox (`ledger/inbox.py`), from
 which the bridge delivers them in order (`bridge/pushed.py`).
+
+`GET /ingest/v1/{connection}/stream` is the same over a websocket, for platforms that keep a
+connection open. The handshake carries the same two headers, signed over the timestamp, a `.`,
+and `GET /ingest/v1/{connection}/stream` (`handshake`); it is refused before the upgrade with the
+same problems (404, 401, 409 for a handshake signature already used, so a client reconnecting
+within the same second signs the next second; 426 for a signed request that is not a websocket
+upgrade). Then each text frame (a JSON array) or binary frame (a msgpack
+array) is one batch, judged as a POST body is and answered, after the accepted events are
+committed, by one text frame: the POST's answer plus `batch`, the frame's number on this
+connection counting from 1. A frame the POST would refuse whole (not an array: 400, too many
+events: 413) is answered `{"batch": n, "error": <problem>}` and the connection stays open. Frames
+are handled one at a time, in order. A frame over `MAX_BODY_BYTES` closes the connection (1009),
+as does a failed inbox write (1011) and the server shutting down (1001): a batch left unanswered
+may or may not be stored, and sent again it is answered as duplicates where it was.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import time
 from typing import Any
 
 import msgspec
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 from cachetools import TTLCache
 
 from api.app import json_response, problem
 from bridge.events import AnyPlatformEvent
 from ledger.inbox import Inbox
 
+log = logging.getLogger(__name__)
+
 TIMESTAMP_HEADER = "X-Propvisor-Timestamp"
 SIGNATURE_HEADER = "X-Propvisor-Signature"
+# aiohttp's default `client_max_size`, which bounds a POST body: a stream frame gets the same.
+MAX_BODY_BYTES = 1024**2
 
 _json_events = msgspec.json.Decoder(AnyPlatformEvent)
 _msgpack_events = msgspec.msgpack.Decoder(AnyPlatformEvent)
@@ -54,10 +74,16 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+def handshake(connection: str) -> bytes:
+    """What a stream handshake's signature covers after the timestamp and `.`."""
+    return f"GET /ingest/v1/{connection}/stream".encode()
+
+
 class IngestConfig(msgspec.Struct, frozen=True, kw_only=True):
     secrets: dict[str, bytes]  # connection -> HMAC key
     tolerance_s: float = 300.0
     max_events: int = 10_000
+    heartbeat_s: float = 30.0  # stream: ping this often, close if no pong within half of it
 
 
 class Refusal(Exception):
@@ -73,11 +99,28 @@ class ItemResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     reason: str | None = None
 
 
-class IngestAnswer(msgspec.Struct, kw_only=True):
+class IngestAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
     accepted: int
     duplicates: int
     rejected: int
     results: list[ItemResult]
+    batch: int | None = None  # stream only: the frame's number on its connection
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    """An RFC 9457 problem, as a stream sends it inside an answer."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+
+
+class BatchError(msgspec.Struct, kw_only=True):
+    """A stream's answer to a frame refused whole: nothing of it was stored."""
+
+    batch: int
+    error: Problem
 
 
 class Ingestion:
@@ -89,9 +132,11 @@ class Ingestion:
         self.accepted_signatures: TTLCache[str, None] = TTLCache(
             maxsize=1_000_000, ttl=2 * config.tolerance_s
         )
+        self.streams: set[web.WebSocketResponse] = set()  # open, to close on shutdown
 
-    def verify(self, connection: str, headers: Any, body: bytes) -> str:
-        """The request's signature if it may be processed; else `Refusal`."""
+    def verify(self, connection: str, headers: Any, body: bytes, signed: str = "body") -> str:
+        """The request's signature of `body` if it may be processed; else `Refusal` (which
+        calls `body` by the name `signed`)."""
         secret = self.config.secrets.get(connection)
         if secret is None:
             raise Refusal(404, "Unknown connection", f"no push connection {connection!r}")
@@ -103,7 +148,9 @@ class Ingestion:
             sign(secret, timestamp, body), signature
         ):
             raise Refusal(
-                401, "Bad signature", f"{SIGNATURE_HEADER} does not match the body and timestamp"
+                401,
+                "Bad signature",
+                f"{SIGNATURE_HEADER} does not match the {signed} and timestamp",
             )
         skew = time.time() - int(timestamp)
         if abs(skew) > self.config.tolerance_s:
@@ -134,6 +181,11 @@ class Ingestion:
                 413, "Too many events", f"{len(items)} events; at most {self.config.max_events}"
             )
         return items, event_decoder
+
+    async def ingest_body(self, connection: str, content_type: str, body: bytes) -> IngestAnswer:
+        """Decode `body` and ingest its events; `Refusal` if it is refused whole."""
+        items, decoder = self.items(content_type, body)
+        return await self.ingest(connection, items, decoder)
 
     async def ingest(self, connection: str, items: list[msgspec.Raw], decoder: Any) -> IngestAnswer:
         results: list[ItemResult] = []
@@ -172,15 +224,90 @@ async def post_events(request: web.Request) -> web.Response:
     body = await request.read()
     try:
         signature = ingestion.verify(connection, request.headers, body)
-        items, decoder = ingestion.items(request.content_type, body)
+        answer = await ingestion.ingest_body(connection, request.content_type, body)
     except Refusal as refusal:
         return problem(refusal.status, refusal.title, refusal.detail)
-    answer = await ingestion.ingest(connection, items, decoder)
     ingestion.accepted_signatures[signature] = None  # only once stored: a failed write may retry
     return json_response(answer)
 
 
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    """Verify the handshake, upgrade, then answer each frame as one batch until either side
+    closes."""
+    ingestion = request.app[INGESTION]
+    connection = request.match_info["connection"]
+    ws = web.WebSocketResponse(
+        heartbeat=ingestion.config.heartbeat_s, max_msg_size=MAX_BODY_BYTES, decode_text=False
+    )
+    try:
+        signature = ingestion.verify(
+            connection, request.headers, handshake(connection), signed="handshake"
+        )
+    except Refusal as refusal:
+        return problem(refusal.status, refusal.title, refusal.detail)
+    if not ws.can_prepare(request).ok:
+        refused = problem(426, "Upgrade required", "open this endpoint as a websocket")
+        refused.headers["Upgrade"] = "websocket"
+        return refused
+    # Recorded before the first await: a copy of this handshake arriving meanwhile is a 409.
+    ingestion.accepted_signatures[signature] = None
+    await ws.prepare(request)
+    ingestion.streams.add(ws)
+    try:
+        await serve_stream(ingestion, connection, ws)
+    finally:
+        ingestion.streams.discard(ws)
+    return ws
+
+
+_answers = msgspec.json.Encoder()
+_FRAME_TYPES = {WSMsgType.TEXT: "application/json", WSMsgType.BINARY: "application/msgpack"}
+
+
+async def serve_stream(ingestion: Ingestion, connection: str, ws: web.WebSocketResponse) -> None:
+    """Answer each data frame in turn; aiohttp answers pings and closes on its own."""
+    batch = 0
+    async for message in ws:
+        content_type = _FRAME_TYPES.get(message.type)
+        if content_type is None:
+            continue  # an ERROR: aiohttp has closed the connection (1009 for a frame too big)
+        batch += 1
+        try:
+            answer = await answer_frame(ingestion, connection, batch, content_type, message.data)
+        except Exception:
+            log.exception("push stream %r: batch %d failed; closing", connection, batch)
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"inbox write failed")
+            return
+        try:
+            await ws.send_frame(_answers.encode(answer), WSMsgType.TEXT)
+        except ConnectionResetError:
+            return  # closed meanwhile; the client sends the unanswered batch again
+
+
+async def answer_frame(
+    ingestion: Ingestion, connection: str, batch: int, content_type: str, data: bytes
+) -> IngestAnswer | BatchError:
+    """Batch number `batch` ingested, or the reason it was refused whole."""
+    try:
+        answer = await ingestion.ingest_body(connection, content_type, data)
+    except Refusal as refusal:
+        error = Problem(title=refusal.title, status=refusal.status, detail=refusal.detail)
+        return BatchError(batch=batch, error=error)
+    answer.batch = batch
+    return answer
+
+
+async def close_streams(app: web.Application) -> None:
+    """Close every open stream (1001) so that shutting down does not wait on them."""
+    streams = list(app[INGESTION].streams)
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in streams)
+    )
+
+
 def add_ingestion(app: web.Application, ingestion: Ingestion) -> None:
-    """Serve push ingestion on `app`."""
+    """Serve push ingestion on `app`: the POST endpoint and the websocket stream."""
     app[INGESTION] = ingestion
     app.router.add_post("/ingest/v1/{connection}/events", post_events)
+    app.router.add_get("/ingest/v1/{connection}/stream", stream_events, allow_head=False)
+    app.on_shutdown.append(close_streams)
