@@ -22,6 +22,7 @@ from actors.router import Router
 from actors.shard import AccountView, ShardStats
 from actors.shard_actor import ShardConfig
 from actors.supervisor import Health, RemoteSupervisor, Topology
+from bridge.platform import ServerConfig
 from bridge.simulator import Limits, SimulatorConfig, SimulatorReport
 from bridge.worker import BridgeStats, WorkerConfig
 
@@ -33,6 +34,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     shards: int = 0  # 0: one per CPU Ray sees
     plan: Plan
     simulator: SimulatorConfig = SimulatorConfig()
+    server: ServerConfig = ServerConfig()  # the simulated server's request limit, faults, clock
     bridge: WorkerConfig = WorkerConfig(connection="sim-1")
     shard: ShardConfig = ShardConfig()
     max_pending_calls: int = 1_000  # per shard: callers beyond it get an error, not a queue
@@ -104,6 +106,7 @@ class Runtime:
             shard_count=self.router.shard_count,
             plans=[self.config.plan],
             simulator=self.config.simulator,
+            server=self.config.server,
             limits=limits_of(self.config.plan),
             bridge=self.config.bridge,
             shard_config=self.config.shard,

@@ -31,7 +31,7 @@ from ray.util.scheduling_strategies import (
 from actors.router import Router
 from actors.shard_actor import RemoteAccountShard
 from bridge.liveness import Pulse
-from bridge.platform import RemoteSimulatorServer, SimulatorConnection
+from bridge.platform import RemoteSimulatorServer, ServerConfig, SimulatorConnection
 from bridge.simulator import Limits, SimulatorConfig
 from bridge.worker import RemoteBridgeWorker, WorkerConfig
 
@@ -81,6 +81,7 @@ class Supervisor:
         shard_count: int,
         plans: list[Any],
         simulator: SimulatorConfig,
+        server: ServerConfig,
         limits: Limits,
         bridge: WorkerConfig,
         shard_config: Any,
@@ -91,6 +92,7 @@ class Supervisor:
         self.router = Router(shard_count)
         self.plans = plans
         self.simulator = msgspec.structs.replace(simulator, limits=limits)
+        self.server = server
         self.bridge = bridge
         self.shard_config = shard_config
         self.max_pending_calls = max_pending_calls
@@ -134,7 +136,7 @@ class Supervisor:
         ]
         server = RemoteSimulatorServer.options(
             name=f"{prefix}/platform", num_cpus=0, scheduling_strategy=here
-        ).remote(self.simulator)
+        ).remote(self.simulator, **msgspec.structs.asdict(self.server))
         worker = RemoteBridgeWorker.options(
             name=bridge_name, num_cpus=0, scheduling_strategy=here
         ).remote(self.bridge, SimulatorConnection(server), shards, self.router)

@@ -125,8 +125,8 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     answered 503 and not carried out. `dropped`: the connection drops after the request was
     carried out (a retry must be harmless; fetched events come again). `duplicated`: an event is
     handed over again at the start of the next batch. `reordered`: two adjacent events of
-    different accounts, or ticks of different symbols, are handed over swapped (each account's
-    own order is kept, as a platform's per-account sequence is).
+    different accounts are handed over swapped (each account's own order is kept, as a
+    platform's per-account sequence is, and ticks keep theirs).
     """
 
     seed: int = 0
@@ -160,20 +160,31 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True):
 class _Route(msgspec.Struct):
     """What decides whether two events may swap: whose they are."""
 
-    type: str = ""
     account_id: str | None = None
-    symbol: str | None = None
 
 
 _decode_route = msgspec.json.Decoder(_Route)
 T = TypeVar("T")
 
 
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The simulated server's front (`SimulatorServer`): its request limit (none by default),
+    its injected faults, and its clock. With `manual_clock` the market moves only when told to
+    (`SimulatorServer.run_for`), so two runs see the very same market whatever their timing.
+    Its fields are `SimulatorServer`'s keyword arguments."""
+
+    requests_per_second: float | None = None
+    burst: int | None = None
+    faults: Faults = Faults()
+    manual_clock: bool = False
+
+
 class SimulatorServer:
     """The simulated trading server as its own process, advancing in real time, behind the rate
     limit and the faults of a real server (`requests_per_second`, `burst` (default: a second's
     worth), `faults`; by default none). Commands and queries count against the rate limit, the
-    event stream does not. Each request answers its result or a `Failure`."""
+    event stream does not. Each request answers its result or a `Failure`. With `manual_clock`
+    the market stands still until `run_for` moves it."""
 
     def __init__(
         self,
@@ -182,10 +193,11 @@ class SimulatorServer:
         requests_per_second: float | None = None,
         burst: int | None = None,
         faults: Faults | None = None,
+        manual_clock: bool = False,
     ) -> None:
         self.sim = PlatformSimulator(config)
         self.last = time.monotonic()
-        self.halted = False
+        self.halted = manual_clock
         self.limiter = (
             None
             if requests_per_second is None
@@ -231,6 +243,19 @@ class SimulatorServer:
     async def halt(self) -> None:
         """Close the market: no more prices or trades; commands are still carried out."""
         self.halted = True
+
+    async def run_for(self, seconds: float, step_s: float = 1.0) -> int:
+        """Move the market `seconds` of simulated time on at once, in steps of `step_s` (a
+        setup step, outside the rate limit and the faults); returns how many messages wait to
+        be fetched. The same steps from the same start generate the same events."""
+        if not 0 < step_s <= seconds:
+            raise ValueError(f"need 0 < step_s <= seconds, got step {step_s}, seconds {seconds}")
+        whole, rest = divmod(seconds, step_s)
+        for _ in range(int(whole)):
+            self.sim.advance(step_s)
+        if rest:
+            self.sim.advance(rest)
+        return len(self.sim.outbox)
 
     async def ping(self) -> Pulse:
         return pulse()
@@ -333,16 +358,14 @@ class SimulatorServer:
 
 
 def _independent(first: bytes, second: bytes) -> bool:
-    """Whether a platform could send the two events in either order: two accounts' events, or
-    ticks of two symbols. A tick and an account's event never swap (it moves its equity)."""
+    """Whether a platform could send the two events in either order and no account see a
+    difference: two accounts' events. Ticks keep their order: ticks of two symbols change an
+    account holding both, and the order they happened in is the truth of its equity."""
     try:
         a, b = _decode_route.decode(first), _decode_route.decode(second)
     except msgspec.DecodeError:
         return False
-    if a.account_id is not None and b.account_id is not None:
-        return a.account_id != b.account_id
-    both_ticks = a.type == b.type == "tick" and a.account_id is None and b.account_id is None
-    return both_ticks and a.symbol != b.symbol
+    return a.account_id is not None and b.account_id is not None and a.account_id != b.account_id
 
 
 RemoteSimulatorServer: Any = ray.remote(SimulatorServer)

@@ -11,7 +11,9 @@ crash never sends a freeze twice. A caller that needs the outcome (`execute`: pr
 balance operations) waits for it; asking for a command id already waiting shares its request
 (coalescing). A request refused (for its rate or its credentials) or lost to a 5xx, a time-out
 or a dropped connection goes back to its lanes and the sender backs off (`bridge/circuit.py`);
-after enough failures in a row the circuit opens and the health view says so.
+after enough failures in a row the circuit opens and the health view says so. Queries (history,
+positions, account state) wait in the lowest lane, after every command, and go one per request
+through the same limit; the same query asked twice while it waits is sent once.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import ray
@@ -31,15 +33,16 @@ from cachetools import LRUCache
 
 from bridge.circuit import BackoffConfig, Breaker
 from bridge.codec import Rejection, decode_command_batch, decode_messages, encode_batch
-from bridge.commands import AnyPlatformCommand, DisableTrading
+from bridge.commands import AnyPlatformCommand, DisableTrading, Lane
 from bridge.events import AnyPlatformEvent, PriceTicked
 from bridge.liveness import Pulse, pulse
 from bridge.metrics import BridgeMetrics
-from bridge.platform import DONE, Platform, RateLimited, Refused
+from bridge.platform import DONE, AccountState, OpenPosition, Platform, RateLimited, Refused
 from bridge.ratelimit import TokenBucket
 from bridge.validation import TickGuard, TickLimits
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Placement(Protocol):
@@ -76,6 +79,9 @@ class BridgeStats(msgspec.Struct, kw_only=True):
     refused: int = 0  # requests the platform refused (credentials): retried, the circuit says so
     circuit: str = "closed"  # closed, open, half_open
     circuit_opened: int = 0
+    queries: int = 0  # history, positions and account-state requests answered
+    queries_coalesced: int = 0  # asked again while the same query was waiting: shared
+    query_failures: int = 0  # query requests lost to a rate limit, 5xx or time-out, then retried
 
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,6 +106,16 @@ class Ack(Protocol):
     durable: int
 
 
+class Query:
+    """A question for the platform (history, positions, account state), waiting in the lowest
+    lane: it goes after every command, through the same rate limit, one per request."""
+
+    def __init__(
+        self, key: Hashable, ask: Callable[[Platform], Awaitable[Any]], future: asyncio.Future[Any]
+    ) -> None:
+        self.key, self.ask, self.future = key, ask, future
+
+
 class BridgeWorker:
     """Bridges one platform connection to the account shards."""
 
@@ -112,7 +128,7 @@ class BridgeWorker:
         self.placement = placement
         self.seen: LRUCache[str, None] = LRUCache(maxsize=config.dedupe_window)
         self.limiter = TokenBucket(config.requests_per_second, config.burst)
-        self.lanes: asyncio.PriorityQueue[tuple[int, int, AnyPlatformCommand]] = (
+        self.lanes: asyncio.PriorityQueue[tuple[int, int, AnyPlatformCommand | Query]] = (
             asyncio.PriorityQueue()
         )
         self.order = itertools.count()
@@ -130,6 +146,7 @@ class BridgeWorker:
         self.commands_seen: LRUCache[str, None] = LRUCache(maxsize=config.dedupe_window)
         self.queued: set[str] = set()
         self.waiters: dict[str, list[asyncio.Future[int]]] = {}  # callers of `execute`, by id
+        self.asked: dict[Hashable, Query] = {}  # queries waiting, by what they ask
         self.breaker = Breaker(config.backoff)
         self.ticks = TickGuard(config.ticks)
         self.refused_ticks: LRUCache[str, str] = LRUCache(maxsize=10_000)  # event id -> why
@@ -137,6 +154,7 @@ class BridgeWorker:
         self.arrivals: LRUCache[str, float] = LRUCache(maxsize=config.dedupe_window)
         self.metrics = BridgeMetrics(config.connection)
         self.pulling = False
+        self.fetching = False
         self.unsent = 0
 
     async def start(self, pull: bool = True) -> None:
@@ -160,10 +178,11 @@ class BridgeWorker:
             await self.lanes.join()
 
     async def idle(self) -> bool:
-        """Nothing in hand: no batch being delivered or owed to a shard that lost it, no
-        command waiting or being sent."""
+        """Nothing in hand: no fetch in flight, no batch being delivered or owed to a shard
+        that lost it, no command or query waiting or being sent."""
         return (
-            not self.ingesting.locked()
+            not self.fetching
+            and not self.ingesting.locked()
             and not self.holding
             and self.unsent == 0
             and self.applied == self.delivered
@@ -379,6 +398,41 @@ class BridgeWorker:
         self.unsent += 1
         self.lanes.put_nowait((int(command.lane), next(self.order), command))
 
+    async def history(self, account_id: str, since_ns: int) -> list[bytes]:
+        """The account's deals and balance operations from `since_ns` on, as the platform
+        records them (`Platform.history`), asked through the lanes and the rate limit."""
+        answer: list[bytes] = await self._query(
+            ("history", account_id, since_ns), lambda p: p.history(account_id, since_ns)
+        )
+        return answer
+
+    async def positions(self, account_id: str) -> list[OpenPosition]:
+        answer: list[OpenPosition] = await self._query(
+            ("positions", account_id), lambda p: p.positions(account_id)
+        )
+        return answer
+
+    async def account_state(self, account_id: str) -> AccountState:
+        answer: AccountState = await self._query(
+            ("account_state", account_id), lambda p: p.account_state(account_id)
+        )
+        return answer
+
+    async def _query(self, key: Hashable, ask: Callable[[Platform], Awaitable[T]]) -> T:
+        """Queue a query after every command, or share the same one already waiting. A rate
+        limit, 5xx or time-out is retried with backoff, as for commands; a refusal (an account
+        the platform does not have, expired credentials) is the caller's answer."""
+        query = self.asked.get(key)
+        if query is None:
+            query = Query(key, ask, asyncio.get_running_loop().create_future())
+            self.asked[key] = query
+            self.unsent += 1
+            self.lanes.put_nowait((int(Lane.HISTORY), next(self.order), query))
+        else:
+            self.stats_.queries_coalesced += 1
+        result: T = await asyncio.shield(query.future)  # one caller giving up leaves the rest
+        return result
+
     async def stats(self) -> BridgeStats:
         self.stats_.circuit = self.breaker.state.value
         self.stats_.circuit_opened = self.breaker.opened
@@ -391,11 +445,16 @@ class BridgeWorker:
     async def _pull_forever(self) -> None:
         while self.pulling:
             try:
-                self.holding = self.holding or await self.platform.fetch(self.config.max_batch)
+                if not self.holding:
+                    # In flight, the batch is neither on the platform nor in hand: not idle.
+                    self.fetching = True
+                    self.holding = await self.platform.fetch(self.config.max_batch)
             except Exception:
                 log.exception("fetching from the platform failed; retrying")
                 await asyncio.sleep(self.config.retry_interval_s)
                 continue
+            finally:
+                self.fetching = False
             if not self.holding:
                 await asyncio.sleep(self.config.poll_interval_s)
                 continue
@@ -404,7 +463,8 @@ class BridgeWorker:
 
     async def _send_forever(self) -> None:
         while True:
-            batch = [await self.lanes.get()]
+            first = await self.lanes.get()
+            batch: list[AnyPlatformCommand] = []
             try:
                 # Backing off after a failure, or the circuit is open: nothing is sent until then
                 # (only this task sends, so the wait cannot change while it sleeps).
@@ -412,12 +472,44 @@ class BridgeWorker:
                 # The token first, the rest of the request after it: whatever arrives while
                 # we wait for the token rides in this request instead of waiting for the next.
                 await self.limiter.acquire()
+                if isinstance(first[2], Query):
+                    await self._ask(first[2])
+                    continue
+                batch.append(first[2])
                 while len(batch) < self.config.commands_per_request and not self.lanes.empty():
-                    batch.append(self.lanes.get_nowait())
-                await self._send([command for _, _, command in batch])
-            finally:
-                for _ in batch:
+                    following = self.lanes.get_nowait()
                     self.lanes.task_done()
+                    if isinstance(following[2], Query):  # queries come after every command
+                        self.lanes.put_nowait(following)
+                        break
+                    batch.append(following[2])
+                await self._send(batch)
+            finally:
+                self.lanes.task_done()
+
+    async def _ask(self, query: Query) -> None:
+        """Send one query; answer its callers, or queue it again after a failure."""
+        self.unsent -= 1
+        if query.future.done():  # nobody waits for it any more
+            self.asked.pop(query.key, None)
+            return
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s):
+                answer = await query.ask(self.platform)
+        except Refused as exc:
+            self.stats_.refused += 1
+            self.asked.pop(query.key, None)
+            query.future.set_exception(exc)
+        except Exception as exc:
+            self.stats_.query_failures += 1
+            self._failed(exc)
+            self.unsent += 1
+            self.lanes.put_nowait((int(Lane.HISTORY), next(self.order), query))
+        else:
+            self.breaker.succeeded()
+            self.stats_.queries += 1
+            self.asked.pop(query.key, None)
+            query.future.set_result(answer)
 
     async def _send(self, commands: list[AnyPlatformCommand]) -> None:
         """Send one request. If it fails as a whole (rate limit, 5xx, time-out, dropped
@@ -445,15 +537,19 @@ class BridgeWorker:
         circuit puts it in the health view for an operator to fix."""
         if isinstance(exc, Refused):
             self.stats_.refused += 1
-        retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
-        if isinstance(exc, RateLimited):
-            self.stats_.rate_limited += 1
-        wait = self.breaker.failed(f"{type(exc).__name__}: {exc}", retry_after)
+        wait = self._failed(exc)
         log.warning("%d commands requeued, retry in %.2f s: %r", len(commands), wait, exc)
         self.stats_.command_failures += len(commands)
         for command in commands:
             self.unsent -= 1
             self._enqueue(command)
+
+    def _failed(self, exc: Exception) -> float:
+        """Count a request lost as a whole; returns how long the sender now waits."""
+        retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
+        if isinstance(exc, RateLimited):
+            self.stats_.rate_limited += 1
+        return self.breaker.failed(f"{type(exc).__name__}: {exc}", retry_after)
 
     def _settle(self, results: list[tuple[AnyPlatformCommand, int]]) -> None:
         """Answer the callers waiting; remember what was carried out; time freezes."""

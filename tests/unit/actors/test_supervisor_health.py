@@ -9,6 +9,7 @@ from actors.plans import DEFAULT_PLAN
 from actors.shard_actor import ShardConfig
 from actors.supervisor import Child, Supervisor
 from bridge.liveness import Pulse
+from bridge.platform import ServerConfig
 from bridge.simulator import Limits, SimulatorConfig
 from bridge.worker import WorkerConfig
 
@@ -28,6 +29,7 @@ def supervisor(*children: Child) -> Supervisor:
         shard_count=1,
         plans=[DEFAULT_PLAN],
         simulator=SimulatorConfig(),
+        server=ServerConfig(),
         limits=Limits(),
         bridge=WorkerConfig(connection="c"),
         shard_config=ShardConfig(),

@@ -273,3 +273,35 @@ async def test_send_when_commands_arrive_during_the_token_wait_then_they_share_i
             task.cancel()
 
     assert platform.requests == [["freeze:a"], ["freeze:b", "freeze:c", "freeze:d"]]
+
+
+class SlowFetchPlatform(OneBatchPlatform):
+    """Hands its batch over only when `answer` is set: meanwhile it is in flight, gone from
+    the platform's queue and not yet in the worker's hands."""
+
+    def __init__(self, batch: list[bytes]) -> None:
+        super().__init__(batch)
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def fetch(self, max_events: int) -> list[bytes]:
+        self.asked.set()
+        await self.answer.wait()
+        return await super().fetch(max_events)
+
+
+async def test_idle_when_a_fetched_batch_is_in_flight_then_false() -> None:
+    shard = FlakyShard(failures=0)
+    platform = SlowFetchPlatform([deal(1)])
+    config = WorkerConfig(connection="t", poll_interval_s=0.001)
+    worker: Any = BridgeWorker(config, platform, [shard], OneShard())
+    await worker.start()
+    try:
+        await platform.asked.wait()
+        assert not await worker.idle()  # a settling runtime must not read the shards yet
+        platform.answer.set()
+        await eventually(worker.idle, bool)
+    finally:
+        for task in worker.tasks:
+            task.cancel()
+    assert [e.event_id for e in shard.received] == ["e1"]

@@ -1,0 +1,112 @@
+"""The worker's queries (history, positions, account state): after every command, through the
+same rate limit, shared when asked twice, retried on 429/5xx, a refusal answered at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from bridge.codec import encode_batch
+from bridge.commands import DisableTrading
+from bridge.platform import AccountState, RateLimited, Refused, Unavailable
+from tests.unit.bridge.test_worker_commands import ScriptedPlatform, provision, started, stop
+
+
+def state(account_id: str) -> AccountState:
+    return AccountState(
+        account_id=account_id,
+        currency="USD",
+        balance_cents=10_000_000,
+        credit_cents=0,
+        equity_cents=9_990_000,
+        enabled=True,
+    )
+
+
+class AskedPlatform(ScriptedPlatform):
+    """Records every request, commands and queries, in the order it received them; a query
+    raises the scripted query failures in turn first."""
+
+    def __init__(self, query_failures: Sequence[Exception] = (), delay_s: float = 0.0) -> None:
+        super().__init__(delay_s=delay_s)
+        self.query_failures = list(query_failures)
+        self.log: list[str] = []
+
+    async def execute(self, commands: Sequence[Any]) -> list[int]:
+        self.log.extend(c.command_id for c in commands)
+        return await super().execute(commands)
+
+    async def account_state(self, account_id: str) -> AccountState:
+        self.log.append(f"state:{account_id}")
+        await asyncio.sleep(self.delay_s)
+        if self.query_failures:
+            raise self.query_failures.pop(0)
+        return state(account_id)
+
+    async def history(self, account_id: str, since_ns: int) -> list[bytes]:
+        self.log.append(f"history:{account_id}:{since_ns}")
+        return [b'{"type":"balance"}']
+
+
+async def test_query_when_commands_wait_then_it_goes_after_them() -> None:
+    platform = AskedPlatform()
+    worker = await started(platform, requests_per_second=20.0, burst=1)
+    try:
+        await worker.limiter.acquire()  # the bucket is empty: everything below queues
+        asked = asyncio.ensure_future(worker.account_state("a"))
+        await asyncio.sleep(0)
+        freeze = DisableTrading(command_id="freeze:b", account_id="b", reason="x", caused_by="e")
+        await worker.submit(encode_batch([freeze]))
+        opened = asyncio.ensure_future(worker.execute(encode_batch([provision("c")])))
+        assert await asked == state("a")
+        await opened
+    finally:
+        stop(worker)
+    # The freeze and the provisioning, asked later, shared the first request; the query waited.
+    assert platform.log == ["freeze:b", "provision:c", "state:a"]
+
+
+async def test_query_when_asked_twice_while_waiting_then_one_request_answers_both() -> None:
+    platform = AskedPlatform(delay_s=0.02)
+    worker = await started(platform)
+    try:
+        first, second, other = await asyncio.gather(
+            worker.account_state("a"), worker.account_state("a"), worker.history("a", 5)
+        )
+    finally:
+        stop(worker)
+    assert first == second == state("a")
+    assert other == [b'{"type":"balance"}']
+    assert platform.log == ["state:a", "history:a:5"]
+    stats = await worker.stats()
+    assert (stats.queries, stats.queries_coalesced) == (2, 1)
+
+
+async def test_query_when_rate_limited_or_unavailable_then_retried_until_answered() -> None:
+    platform = AskedPlatform([RateLimited("429", retry_after_s=0.01), Unavailable("503")])
+    worker = await started(platform)
+    try:
+        answer = await worker.account_state("a")
+    finally:
+        stop(worker)
+    assert answer == state("a")
+    assert platform.log == ["state:a"] * 3
+    stats = await worker.stats()
+    assert (stats.query_failures, stats.rate_limited, stats.queries) == (2, 1, 1)
+    assert await worker.idle()
+
+
+async def test_query_when_refused_then_the_caller_gets_the_refusal_and_it_is_not_retried() -> None:
+    platform = AskedPlatform([Refused("no account 'ghost'")])
+    worker = await started(platform)
+    try:
+        with pytest.raises(Refused, match="ghost"):
+            await worker.account_state("ghost")
+        assert await worker.account_state("ghost") == state("ghost")  # asked again: new request
+    finally:
+        stop(worker)
+    assert platform.log == ["state:ghost"] * 2
+    assert (await worker.stats()).circuit == "closed"
