@@ -102,6 +102,18 @@ class AccountFrozen(DomainEvent, frozen=True, kw_only=True, tag="account_frozen"
     reason: str
 
 
+class ReconciliationMismatch(DomainEvent, frozen=True, kw_only=True, tag="reconciliation_mismatch"):
+    """The platform's balance or equity for the account differs from ours beyond tolerance, in
+    two reads `recheck_after_s` apart (`actors/reconcile.py`). Money in cents; the platform's
+    side is None when it has no such account (`detail` says so)."""
+
+    balance: int
+    equity: int
+    platform_balance: int | None
+    platform_equity: int | None
+    detail: str
+
+
 AnyDomainEvent = (
     RuleBreached
     | RuleProgressed

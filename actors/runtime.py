@@ -18,6 +18,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.plans import Plan
+from actors.reconcile import PassReport, ReconcileConfig, ReconcileReport
 from actors.router import Router
 from actors.shard import AccountView, ShardStats
 from actors.shard_actor import ShardConfig
@@ -38,6 +39,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     bridge: WorkerConfig = WorkerConfig(connection="sim-1")
     shard: ShardConfig = ShardConfig()
     max_pending_calls: int = 1_000  # per shard: callers beyond it get an error, not a queue
+    reconcile: ReconcileConfig = ReconcileConfig()
 
 
 class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,6 +96,7 @@ class Runtime:
         self.shards: list[Any] = []
         self.server: Any = None
         self.worker: Any = None
+        self.reconciler: Any = None
 
     async def start(self, account_ids: Sequence[str]) -> None:
         """Start the supervisor (it creates and watches every other actor), host and provision
@@ -111,11 +114,14 @@ class Runtime:
             bridge=self.config.bridge,
             shard_config=self.config.shard,
             max_pending_calls=self.config.max_pending_calls,
+            reconcile=self.config.reconcile,
         )
         topology: Topology = await self.supervisor.start.remote()
         self.shards, self.worker, self.server = topology.shards, topology.worker, topology.server
+        self.reconciler = topology.reconciler
         await self.host(account_ids)
         await self.worker.start.remote()
+        await self.reconciler.start.remote()
 
     async def health(self) -> Health:
         """Which actors are up, restarting or down (the supervisor checks them continuously)."""
@@ -188,6 +194,16 @@ class Runtime:
             await asyncio.sleep(0.05)
         return False
 
+    async def reconcile(self) -> PassReport:
+        """Compare every account with the platform now (the reconciler also does on its timer)."""
+        report: PassReport = await self.reconciler.run_pass.remote()
+        return report
+
+    async def reconciliation(self) -> ReconcileReport:
+        """The last pass, and the accounts that differed from the platform in it."""
+        report: ReconcileReport = await self.reconciler.report.remote()
+        return report
+
     async def simulator_report(self) -> SimulatorReport:
         report: SimulatorReport = await self.server.report.remote()
         return report
@@ -212,4 +228,4 @@ class Runtime:
             await self.supervisor.close.remote()
             ray.kill(self.supervisor)
         self.supervisor = None
-        self.shards, self.worker, self.server = [], None, None
+        self.shards, self.worker, self.server, self.reconciler = [], None, None, None

@@ -44,6 +44,15 @@ class Passive(msgspec.Struct, frozen=True, gc=False):
     next_rollover_ns: int
     failed: bool
     frozen: bool
+    balance: int  # cents; an evicted account is flat, so its equity is balance + credit
+    credit: int
+
+
+class Money(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """An account's balance and equity in cents, as the shard holds them now."""
+
+    balance: int
+    equity: int
 
 
 class Applied(msgspec.Struct, kw_only=True):
@@ -133,6 +142,8 @@ class ShardCore:
                 next_rollover_ns=account.next_rollover_ns,
                 failed=account.status is AccountStatus.FAILED,
                 frozen=account.frozen is not None,
+                balance=account.balance,
+                credit=account.credit,
             )
             evicted += 1
         self._count_hosted()
@@ -255,6 +266,19 @@ class ShardCore:
                 self.stats.breaches += 1
             elif isinstance(effect, AccountFrozen):
                 self.stats.frozen += 1
+
+    def money(self) -> dict[str, Money]:
+        """Every hosted account's balance and equity in cents, marked at the shard's book
+        (evicted ones from what eviction kept: they are flat)."""
+        book = self.market.book
+        found = {
+            a.account_id: Money(
+                a.balance, a.balance + a.credit + sum(p.value(book) for p in a.positions.values())
+            )
+            for a in self.accounts.values()
+        }
+        found.update((a, Money(p.balance, p.balance + p.credit)) for a, p in self.passive.items())
+        return found
 
     def breached(self) -> list[str]:
         """Accounts whose phase failed: each must end frozen on the platform."""

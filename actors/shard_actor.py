@@ -28,11 +28,11 @@ import msgspec
 import ray
 
 from actors.account import Account
-from actors.events import AnyDomainEvent
+from actors.events import DomainEvent
 from actors.market import Quote
 from actors.metrics import ShardMetrics
 from actors.plans import Plan
-from actors.shard import AccountView, ShardCore, ShardStats
+from actors.shard import AccountView, Money, ShardCore, ShardStats
 from bridge.codec import decode_event_batch, encode_batch
 from bridge.commands import AnyPlatformCommand, DisableTrading, EnableTrading
 from bridge.events import AnyPlatformEvent
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 _encode = msgspec.msgpack.encode  # module functions: Ray pickles actor classes by value
 
 
-def journal_record(event: AnyPlatformEvent | AnyDomainEvent) -> JournalRecord:
+def journal_record(event: AnyPlatformEvent | DomainEvent) -> JournalRecord:
     """The journal row of an event: the ledger stores it encoded, without knowing its type."""
     return JournalRecord(
         event_id=event.event_id,
@@ -295,6 +295,11 @@ class AccountShard:
                 await self._wake(sorted(self.core.passive))
         book = self.core.market.book
         return [AccountView.of(a, book) for a in self.core.accounts.values()]
+
+    async def money(self) -> dict[str, Money]:
+        """Every hosted account's balance and equity, without waking evicted ones."""
+        await self.ready()
+        return self.core.money()
 
     async def stats(self) -> ShardStats:
         await self.ready()

@@ -4,7 +4,8 @@ watches them.
 Ray restarts a crashed shard process (`max_restarts=-1`); the shard recovers itself on its first
 call (`AccountShard.ready`). The supervisor pings every child every `watch_interval_s`, which
 both makes a restarted shard recover at once, events or not, and gives the health view: `up`
-(answered), `degraded` (answered, and said what fails: the bridge's platform circuit is open),
+(answered), `degraded` (answered, and said what fails: the bridge's platform circuit is open,
+or the reconciler found accounts that differ from the platform),
 `restarting` (unreachable for now, or no answer in time), `down` (Ray says it is
 dead for good). A change of process id between two answers is a restart.
 
@@ -28,6 +29,7 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
+from actors.reconcile import ReconcileConfig, RemoteReconciler
 from actors.router import Router
 from actors.shard_actor import RemoteAccountShard
 from bridge.liveness import Pulse
@@ -42,7 +44,7 @@ _SHARD_CPU = 0.001  # a placement bundle needs some resource; shards are I/O-bou
 
 class ActorHealth(msgspec.Struct, kw_only=True):
     name: str
-    kind: str  # shard, bridge, platform
+    kind: str  # shard, bridge, platform, reconciler
     state: str = "starting"  # up, degraded (answers, reports trouble), restarting, down
     pid: int | None = None
     node: str | None = None
@@ -62,6 +64,7 @@ class Topology(msgspec.Struct, kw_only=True):
     shards: list[Any]
     worker: Any
     server: Any
+    reconciler: Any
 
 
 class Child:
@@ -86,6 +89,7 @@ class Supervisor:
         bridge: WorkerConfig,
         shard_config: Any,
         max_pending_calls: int,
+        reconcile: ReconcileConfig,
         watch_interval_s: float = 0.5,
     ) -> None:
         self.database_url = database_url
@@ -96,6 +100,7 @@ class Supervisor:
         self.bridge = bridge
         self.shard_config = shard_config
         self.max_pending_calls = max_pending_calls
+        self.reconcile = reconcile
         self.watch_interval_s = watch_interval_s
         self.children: list[Child] = []
         self.placement: PlacementGroup | None = None
@@ -140,15 +145,19 @@ class Supervisor:
         worker = RemoteBridgeWorker.options(
             name=bridge_name, num_cpus=0, scheduling_strategy=here
         ).remote(self.bridge, SimulatorConnection(server), shards, self.router)
+        reconciler = RemoteReconciler.options(
+            name=f"{prefix}/reconciler", num_cpus=0, scheduling_strategy=here
+        ).remote(self.reconcile, shards, worker, self.database_url)
         self.children = [
             *(Child(f"{prefix}/shard-{i}", "shard", s) for i, s in enumerate(shards)),
             Child(bridge_name, "bridge", worker),
             Child(f"{prefix}/platform", "platform", server),
+            Child(f"{prefix}/reconciler", "reconciler", reconciler),
         ]
         await asyncio.gather(*(s.ready.remote() for s in shards))
         await self.check()
         self.watcher = asyncio.create_task(self._watch_forever())
-        return Topology(shards=shards, worker=worker, server=server)
+        return Topology(shards=shards, worker=worker, server=server, reconciler=reconciler)
 
     async def health(self) -> Health:
         """Each child's state as of the last check (every `watch_interval_s`)."""
@@ -202,8 +211,8 @@ class Supervisor:
         if self.watcher is not None:
             self.watcher.cancel()
             await asyncio.gather(self.watcher, return_exceptions=True)
-        shards = [c.handle for c in self.children if c.health.kind == "shard"]
-        await asyncio.gather(*(s.close.remote() for s in shards), return_exceptions=True)
+        closing = [c.handle for c in self.children if c.health.kind in ("shard", "reconciler")]
+        await asyncio.gather(*(a.close.remote() for a in closing), return_exceptions=True)
         for child in self.children:
             ray.kill(child.handle)
         self.children = []

@@ -19,11 +19,24 @@ is sent only after the accepted events are committed to the inbox (`ledger/inbox
 which the bridge delivers them in order (`bridge/pushed.py`).
 
 `GET /ingest/v1/{connection}/stream` is the same over a websocket, for platforms that keep a
-connection open. The handshake carries the same two headers, signed over the timestamp, a `.`,
-and `GET /ingest/v1/{connection}/stream` (`handshake`); it is refused before the upgrade with the
-same problems (404, 401, 409 for a handshake signature already used, so a client reconnecting
-within the same second signs the next second; 426 for a signed request that is not a websocket
-upgrade). Then each text frame (a JSON array) or binary frame (a msgpack
+connection open. The handshake carries the same two headers and may carry a third:
+
+- `X-Propvisor-Nonce`: a string the client picks afresh for each handshake (say 16 random bytes
+  in hex), 8 to 128 visible ASCII characters (`!` to `~`, no spaces);
+
+and the signature is over the timestamp, a `.`, and `GET /ingest/v1/{connection}/stream`, then,
+only if the nonce is sent, a newline (one byte, 0x0A) and the nonce (`handshake(connection,
+nonce)`):
+
+    1772442000.GET /ingest/v1/mt5-a/stream                                     (no nonce)
+    1772442000.GET /ingest/v1/mt5-a/stream<LF>3f9c0e1a7b2d4c6e8a1f5b3d7c9e2a4f  (with one)
+
+It is refused before the upgrade with the same problems (404, 401, 409 for a handshake signature
+already used; 426 for a signed request that is not a websocket upgrade), and with a 401 for a
+malformed nonce or one the signature does not cover. A signature is single-use and the timestamp
+is in whole seconds, so a client opening more than one stream in a second (in parallel, or
+reconnecting at once) sends a different nonce with each; without a nonce it must sign a later
+second. Then each text frame (a JSON array) or binary frame (a msgpack
 array) is one batch, judged as a POST body is and answered, after the accepted events are
 committed, by one text frame: the POST's answer plus `batch`, the frame's number on this
 connection counting from 1. A frame the POST would refuse whole (not an array: 400, too many
@@ -54,6 +67,8 @@ log = logging.getLogger(__name__)
 
 TIMESTAMP_HEADER = "X-Propvisor-Timestamp"
 SIGNATURE_HEADER = "X-Propvisor-Signature"
+NONCE_HEADER = "X-Propvisor-Nonce"  # stream handshake only
+NONCE_LENGTH = (8, 128)
 # aiohttp's default `client_max_size`, which bounds a POST body: a stream frame gets the same.
 MAX_BODY_BYTES = 1024**2
 
@@ -74,9 +89,26 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
-def handshake(connection: str) -> bytes:
-    """What a stream handshake's signature covers after the timestamp and `.`."""
-    return f"GET /ingest/v1/{connection}/stream".encode()
+def handshake(connection: str, nonce: str | None = None) -> bytes:
+    """What a stream handshake's signature covers after the timestamp and `.`: the request line,
+    then, if the handshake sends `nonce`, a newline and the nonce."""
+    line = f"GET /ingest/v1/{connection}/stream"
+    return (line if nonce is None else f"{line}\n{nonce}").encode()
+
+
+def handshake_nonce(headers: Any) -> str | None:
+    """The handshake's nonce, None if it sends none; `Refusal` if it is malformed."""
+    nonce: str | None = headers.get(NONCE_HEADER)
+    if nonce is None:
+        return None
+    shortest, longest = NONCE_LENGTH
+    if not (shortest <= len(nonce) <= longest and all("!" <= c <= "~" for c in nonce)):
+        raise Refusal(
+            401,
+            "Bad nonce",
+            f"{NONCE_HEADER} must be {shortest} to {longest} visible ASCII characters (no spaces)",
+        )
+    return nonce
 
 
 class IngestConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -240,9 +272,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         heartbeat=ingestion.config.heartbeat_s, max_msg_size=MAX_BODY_BYTES, decode_text=False
     )
     try:
-        signature = ingestion.verify(
-            connection, request.headers, handshake(connection), signed="handshake"
-        )
+        nonce = handshake_nonce(request.headers)
+        signed = "handshake" if nonce is None else "handshake, nonce"
+        message = handshake(connection, nonce)
+        signature = ingestion.verify(connection, request.headers, message, signed=signed)
     except Refusal as refusal:
         return problem(refusal.status, refusal.title, refusal.detail)
     if not ws.can_prepare(request).ok:

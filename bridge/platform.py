@@ -126,7 +126,8 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     carried out (a retry must be harmless; fetched events come again). `duplicated`: an event is
     handed over again at the start of the next batch. `reordered`: two adjacent events of
     different accounts are handed over swapped (each account's own order is kept, as a
-    platform's per-account sequence is, and ticks keep theirs).
+    platform's per-account sequence is, and ticks keep theirs). `lost`: an event is never
+    handed over (a push the platform gave up on); only reconciliation can find what it changed.
     """
 
     seed: int = 0
@@ -135,6 +136,7 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     dropped: float = 0.0
     duplicated: float = 0.0
     reordered: float = 0.0
+    lost: float = 0.0
 
     def __post_init__(self) -> None:  # checked when built in code too, not only when decoded
         low, high = self.latency_ms
@@ -142,7 +144,7 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ValueError(
                 f"`latency_ms` must be [low, high] with 0 <= low <= high, got {[low, high]}"
             )
-        for name in ("unavailable", "dropped", "duplicated", "reordered"):
+        for name in ("unavailable", "dropped", "duplicated", "reordered", "lost"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"`{name}` must be a probability in [0, 1]")
 
@@ -317,6 +319,8 @@ class SimulatorServer:
         """The next batch: events due again first, then new ones, with the injected faults."""
         batch = [self.again.popleft() for _ in range(min(max_events, len(self.again)))]
         fresh = self.sim.take(max_events - len(batch))
+        if self.faults.lost:
+            fresh = [m for m in fresh if not self._chance(self.faults.lost)]
         self.again.extend(m for m in fresh if self._chance(self.faults.duplicated))
         batch.extend(fresh)
         if self.faults.reordered:

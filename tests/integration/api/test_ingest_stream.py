@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.app import create_app
 from api.ingest import (
     MAX_BODY_BYTES,
+    NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     IngestConfig,
@@ -69,14 +70,21 @@ async def served(engine: AsyncEngine) -> AsyncIterator[Served]:
 
 def signed(
     connection: str = "mt5-a", *, secret: bytes = SECRET, at: float | None = None,
-    signature: str | None = None,
+    signature: str | None = None, nonce: str | None = None,
 ) -> dict[str, str]:  # fmt: skip
-    """The handshake headers a platform sends."""
+    """The handshake headers a platform sends, with `nonce` if given (and signed over it)."""
     timestamp = str(int(time.time() if at is None else at))
-    return {
+    headers = {
         TIMESTAMP_HEADER: timestamp,
-        SIGNATURE_HEADER: signature or sign(secret, timestamp, handshake(connection)),
+        SIGNATURE_HEADER: signature or sign(secret, timestamp, handshake(connection, nonce)),
     }
+    if nonce is not None:
+        headers[NONCE_HEADER] = nonce
+    return headers
+
+
+def nonce() -> str:
+    return os.urandom(16).hex()
 
 
 @asynccontextmanager
@@ -187,6 +195,72 @@ async def test_stream_when_handshake_is_replayed_then_409_while_the_first_is_ser
     assert await served.inbox.count("mt5-a") == 1
 
 
+async def test_stream_when_two_open_in_the_same_second_with_different_nonces_then_both_served(
+    served: Served,
+) -> None:
+    at = time.time()
+    first, second = signed(at=at, nonce=nonce()), signed(at=at, nonce=nonce())
+    assert first[TIMESTAMP_HEADER] == second[TIMESTAMP_HEADER]
+    async with opened(served.url, first) as one, opened(served.url, second) as two:
+        answers = await asyncio.gather(send(one, [deposit(1)]), send(two, [deposit(2)]))
+        assert [(a["batch"], a["accepted"]) for a in answers] == [(1, 1), (1, 1)]
+        assert (await send(one, [deposit(3)]))["batch"] == 2  # both stay open
+    assert sorted(event_id for event_id, _ in await stored(served.inbox)) == ["p:1", "p:2", "p:3"]
+
+
+async def test_stream_when_handshake_with_a_nonce_is_replayed_then_409(served: Served) -> None:
+    headers = signed(nonce=nonce())
+    async with opened(served.url, headers) as ws:
+        client, status, _, body = await refused(served.url, headers)
+        assert (client, status, body["title"]) == (409, 409, "Replayed request")
+        assert (await send(ws, [deposit(1)]))["accepted"] == 1
+    assert await served.inbox.count("mt5-a") == 1
+
+
+async def test_stream_when_nonce_is_not_covered_by_the_signature_then_401(
+    served: Served,
+) -> None:
+    without = signed()  # signed over the request line alone
+    client, status, _, body = await refused(served.url, without | {NONCE_HEADER: nonce()})
+    assert (client, status, body["title"]) == (401, 401, "Bad signature")
+    assert "handshake, nonce" in body["detail"]
+    # Nor is a nonce-covering signature valid without its nonce, or with another one.
+    covering = signed(nonce=nonce())
+    dropped = {k: v for k, v in covering.items() if k != NONCE_HEADER}
+    for headers in (dropped, covering | {NONCE_HEADER: nonce()}):
+        client, status, _, body = await refused(served.url, headers)
+        assert (client, status, body["title"]) == (401, 401, "Bad signature")
+    # None of those spent the signature: sent as signed, each opens a stream.
+    for headers in (without, covering):
+        async with opened(served.url, headers) as ws:
+            assert (await send(ws, []))["batch"] == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("abc1234", id="too-short"),
+        pytest.param("a" * 129, id="too-long"),
+        pytest.param("nonce-\u00e9t\u00e9-2024", id="non-ascii"),
+        pytest.param("nonce with spaces", id="space"),
+    ],
+)
+async def test_stream_when_nonce_is_malformed_then_401_naming_the_header(
+    served: Served, bad: str
+) -> None:
+    client, status, _, body = await refused(served.url, signed(nonce=bad))
+    assert (client, status, body["title"]) == (401, 401, "Bad nonce")
+    assert NONCE_HEADER in body["detail"]
+
+
+async def test_stream_when_nonce_is_at_the_length_limits_then_accepted(served: Served) -> None:
+    at = time.time()
+    for edge in ("n" * 8, "~" * 128):
+        async with opened(served.url, signed(at=at, nonce=edge)) as ws:
+            assert (await send(ws, []))["batch"] == 1
+
+
 async def test_stream_when_connection_is_unknown_then_404(served: Served) -> None:
     url = served.url.replace("mt5-a", "nope")
     client, status, _, body = await refused(url, signed("nope"))
@@ -236,11 +310,12 @@ async def test_stream_when_event_id_repeats_across_frames_then_duplicate_and_sto
 async def test_stream_when_event_id_was_pushed_on_another_stream_then_duplicate(
     served: Served,
 ) -> None:
-    async with opened(served.url) as ws:
+    at = time.time()
+    async with opened(served.url, signed(at=at, nonce=nonce())) as ws:
         await send(ws, [deposit(1)])
-    # A reconnect resending what it had no answer for; a handshake signature is single-use, so
-    # one in the same second as the first signs a later timestamp (within the tolerance).
-    async with opened(served.url, signed(at=time.time() + 1)) as ws:
+    # A reconnect resending what it had no answer for, in the same second: a fresh nonce makes
+    # it a different signature from the first handshake's.
+    async with opened(served.url, signed(at=at, nonce=nonce())) as ws:
         found = await send(ws, [deposit(1)])
     assert (found["batch"], found["results"][0]["status"]) == (1, "duplicate")
     assert await served.inbox.count("mt5-a") == 1

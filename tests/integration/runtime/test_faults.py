@@ -83,6 +83,8 @@ async def run(database_url: str, server: ServerConfig) -> Outcome:
         assert codes == [DONE] * len(DEPOSITS)
         assert await runtime.server.run_for.remote(120.0) > 3_000
         assert await runtime.settle(120.0), "the run did not settle"
+        reconciled = await runtime.reconcile()  # through the faults too
+        assert (reconciled.accounts, reconciled.errors, reconciled.mismatches) == (40, 0, [])
         views = {a: await runtime.account(a) for a in ACCOUNTS}
         # Asked through the bridge, faults and rate limit included.
         states = [runtime.worker.account_state.remote(a) for a in ACCOUNTS]

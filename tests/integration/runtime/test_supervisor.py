@@ -48,7 +48,13 @@ async def test_health_when_started_then_every_actor_is_up(runtime: Runtime) -> N
     health = await runtime.health()
 
     assert health.status == "ok"
-    assert sorted(a.kind for a in health.actors) == ["bridge", "platform", "shard", "shard"]
+    assert sorted(a.kind for a in health.actors) == [
+        "bridge",
+        "platform",
+        "reconciler",
+        "shard",
+        "shard",
+    ]
     assert all(a.state == "up" and a.pid for a in health.actors)
 
 
@@ -91,5 +97,5 @@ async def test_health_endpoint_serves_the_supervisor_view(runtime: Runtime) -> N
     assert response.status == 200
     assert body["status"] == "ok"
     assert {a["name"] for a in body["actors"]} == {
-        "sup/shard-0", "sup/shard-1", "sup/bridge", "sup/platform"
+        "sup/shard-0", "sup/shard-1", "sup/bridge", "sup/platform", "sup/reconciler"
     }  # fmt: skip

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from actors.plans import DEFAULT_PLAN
+from actors.reconcile import ReconcileConfig
 from actors.shard_actor import ShardConfig
 from actors.supervisor import Child, Supervisor
 from bridge.liveness import Pulse
@@ -34,6 +35,7 @@ def supervisor(*children: Child) -> Supervisor:
         bridge=WorkerConfig(connection="c"),
         shard_config=ShardConfig(),
         max_pending_calls=10,
+        reconcile=ReconcileConfig(),
     )
     found.children = list(children)
     return found

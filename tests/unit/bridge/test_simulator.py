@@ -663,6 +663,19 @@ def owner(event: AnyPlatformEvent) -> str:
     return event.symbol if isinstance(event, PriceTicked) else event.account_id
 
 
+async def test_fetch_when_events_lost_then_they_never_come_and_the_rest_keep_their_order() -> None:
+    server, connection, sent = busy_server(Faults(seed=5, lost=0.3))
+
+    got = await connection.fetch(len(sent))
+    after = await connection.fetch(len(sent))
+
+    assert after == []
+    assert 0 < len(got) < len(sent)
+    remaining = iter(sent)
+    assert all(message in remaining for message in got)  # a subsequence: nothing reordered
+    assert await server.backlog() == 0
+
+
 async def test_fetch_when_events_duplicated_then_each_comes_again_in_the_next_batch() -> None:
     _, connection, sent = busy_server(Faults(seed=5, duplicated=1.0))
 

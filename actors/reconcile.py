@@ -1,0 +1,267 @@
+"""Reconciliation: the platform's balance and equity of every account against ours.
+
+A `Reconciler` actor makes a pass every `interval_s`: it reads every hosted account's balance and
+equity from the shards (without waking evicted accounts) and asks the platform for each
+account's state through the bridge worker, whose lowest lane puts these queries behind every
+freeze and balance operation and inside the connection's rate limit. A difference beyond
+tolerance may only be in flight (a deal the platform made that the bridge has not delivered
+yet), so both sides are read again `recheck_after_s` later; a difference that is still there is
+a mismatch: journaled as a `ReconciliationMismatch` event on the account, counted in the
+metrics, and reported in the health view (the reconciler answers its supervisor's ping with the
+number of accounts that differ) until a later pass finds the account agreeing again.
+
+Balances must agree to `balance_tolerance_cents` (0: to the cent). Equity is marked at each
+side's last prices, which differ by the ticks in flight, so it is compared within
+`equity_tolerance_pct` of the balance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+import ray
+from ray.util.metrics import Counter, Gauge
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from actors.events import ReconciliationMismatch
+from actors.shard import Money
+from actors.shard_actor import journal_record
+from bridge.liveness import Pulse, pulse
+from bridge.platform import AccountState, Refused
+from ledger.database import create_engine
+from ledger.journal import Journal
+
+log = logging.getLogger(__name__)
+
+
+class ReconcileConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    interval_s: float = 300.0  # from the start of one pass to the start of the next (at least)
+    balance_tolerance_cents: int = 0
+    equity_tolerance_pct: float = 0.25  # of the balance
+    recheck_after_s: float = 2.0  # a difference is read again after this before it counts
+    in_flight: int = 32  # platform queries waiting at once (the bridge's limit paces them)
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0 or self.recheck_after_s < 0 or self.in_flight < 1:
+            raise ValueError("need interval_s > 0, recheck_after_s >= 0 and in_flight >= 1")
+        if self.balance_tolerance_cents < 0 or self.equity_tolerance_pct < 0:
+            raise ValueError("tolerances cannot be negative")
+
+
+class Difference(msgspec.Struct, frozen=True, kw_only=True):
+    """One account whose two sides disagree (cents; the platform's None: no such account)."""
+
+    account_id: str
+    balance: int
+    equity: int
+    platform_balance: int | None
+    platform_equity: int | None
+    detail: str
+
+
+class PassReport(msgspec.Struct, kw_only=True):
+    started_ns: int
+    seconds: float
+    accounts: int
+    rechecked: int  # differed at the first read
+    mismatches: list[Difference]
+    errors: int  # accounts the platform could not be asked about (the next pass asks again)
+
+
+class ReconcileReport(msgspec.Struct, kw_only=True):
+    passes: int
+    last: PassReport | None
+    differing: list[Difference]  # as of the last pass that read each account
+
+
+def compare(
+    account_id: str, ours: Money, theirs: AccountState | None, config: ReconcileConfig
+) -> Difference | None:
+    """The difference between our side and the platform's, None if within tolerance."""
+    if theirs is None:
+        return Difference(
+            account_id=account_id,
+            balance=ours.balance,
+            equity=ours.equity,
+            platform_balance=None,
+            platform_equity=None,
+            detail="the platform has no such account",
+        )
+    problems = []
+    balance_off = theirs.balance_cents - ours.balance
+    if abs(balance_off) > config.balance_tolerance_cents:
+        problems.append(f"balance differs by {balance_off / 100:+.2f}")
+    equity_off = theirs.equity_cents - ours.equity
+    allowed = abs(ours.balance) * config.equity_tolerance_pct / 100
+    if abs(equity_off) > allowed:
+        problems.append(
+            f"equity differs by {equity_off / 100:+.2f} (tolerance {allowed / 100:.2f})"
+        )
+    if not problems:
+        return None
+    return Difference(
+        account_id=account_id,
+        balance=ours.balance,
+        equity=ours.equity,
+        platform_balance=theirs.balance_cents,
+        platform_equity=theirs.equity_cents,
+        detail="; ".join(problems),
+    )
+
+
+class Reconciler:
+    """Compares the platform's accounts with the shards' on a timer (one per connection)."""
+
+    def __init__(
+        self, config: ReconcileConfig, shards: Sequence[Any], worker: Any, database_url: str
+    ) -> None:
+        self.config = config
+        self.shards = list(shards)
+        self.worker = worker
+        self.database_url = database_url
+        self.engine: AsyncEngine | None = None
+        self.passes = 0
+        self.last: PassReport | None = None
+        self.differing: dict[str, Difference] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.running = asyncio.Lock()
+        self.found = Counter(
+            "propvisor_reconcile_mismatches_total",
+            description="Accounts found differing from the platform, per pass.",
+        )
+        self.differ = Gauge(
+            "propvisor_reconcile_differing_accounts",
+            description="Accounts differing from the platform as of the last pass.",
+        )
+
+    async def start(self) -> None:
+        """Pass every `interval_s`, the first one `interval_s` from now."""
+        if self.task is None:
+            self.task = asyncio.create_task(self._run_forever())
+
+    async def _run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.interval_s)
+            try:
+                await self.run_pass()
+            except Exception:
+                log.exception("reconciliation pass failed; the next one runs on time")
+
+    async def run_pass(self) -> PassReport:
+        """Read every account on both sides now; record and report what differs."""
+        async with self.running:  # a pass asked for while the timer's runs waits for it
+            return await self._pass()
+
+    async def _pass(self) -> PassReport:
+        started_ns, started = time.time_ns(), time.monotonic()
+        ours = await self._ours()
+        errors: set[str] = set()
+        suspects = await self._differences(ours, sorted(ours), errors)
+        if suspects:
+            await asyncio.sleep(self.config.recheck_after_s)
+            ours = await self._ours()
+            mismatches = await self._differences(ours, [d.account_id for d in suspects], errors)
+        else:
+            mismatches = []
+        checked = set(ours) - errors
+        for account_id in checked:
+            self.differing.pop(account_id, None)
+        self.differing.update((d.account_id, d) for d in mismatches)
+        await self._record(mismatches, started_ns)
+        report = PassReport(
+            started_ns=started_ns,
+            seconds=round(time.monotonic() - started, 3),
+            accounts=len(ours),
+            rechecked=len(suspects),
+            mismatches=mismatches,
+            errors=len(errors),
+        )
+        self.passes += 1
+        self.last = report
+        self.differ.set(len(self.differing))
+        if mismatches:
+            self.found.inc(len(mismatches))
+            log.warning("%d accounts differ from the platform", len(mismatches))
+        return report
+
+    async def _ours(self) -> dict[str, Money]:
+        found: dict[str, Money] = {}
+        for money in await asyncio.gather(*(s.money.remote() for s in self.shards)):
+            found.update(money)
+        return found
+
+    async def _differences(
+        self, ours: dict[str, Money], account_ids: Iterable[str], errors: set[str]
+    ) -> list[Difference]:
+        """Ask the platform about each account (`in_flight` at a time), compare each."""
+        gate = asyncio.Semaphore(self.config.in_flight)
+
+        async def one(account_id: str) -> Difference | None:
+            async with gate:
+                try:
+                    theirs: AccountState | None = await self.worker.account_state.remote(account_id)
+                except Refused:
+                    theirs = None  # the platform says it has no such account
+                except Exception as exc:
+                    log.warning("could not read %s from the platform: %r", account_id, exc)
+                    errors.add(account_id)
+                    return None
+            errors.discard(account_id)
+            money = ours.get(account_id)
+            return None if money is None else compare(account_id, money, theirs, self.config)
+
+        found = await asyncio.gather(*(one(a) for a in account_ids if a in ours))
+        return [d for d in found if d is not None]
+
+    async def _record(self, mismatches: list[Difference], at_ns: int) -> None:
+        if not mismatches:
+            return
+        if self.engine is None:
+            self.engine = create_engine(self.database_url)
+        await Journal(self.engine).append(
+            [
+                journal_record(
+                    ReconciliationMismatch(
+                        event_id=f"reconcile:{d.account_id}:{at_ns}",
+                        ts_ns=at_ns,
+                        account_id=d.account_id,
+                        caused_by=f"reconcile:{at_ns}",
+                        balance=d.balance,
+                        equity=d.equity,
+                        platform_balance=d.platform_balance,
+                        platform_equity=d.platform_equity,
+                        detail=d.detail,
+                    )
+                )
+                for d in mismatches
+            ]
+        )
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    async def report(self) -> ReconcileReport:
+        return ReconcileReport(
+            passes=self.passes,
+            last=self.last,
+            differing=sorted(self.differing.values(), key=lambda d: d.account_id),
+        )
+
+    async def ping(self) -> Pulse:
+        """Liveness, and how many accounts differ from the platform (degraded while any do)."""
+        count = len(self.differing)
+        if not count:
+            return pulse()
+        return pulse(f"{count} account{' differs' if count == 1 else 's differ'} from the platform")
+
+
+RemoteReconciler: Any = ray.remote(Reconciler)
