@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 import ray
@@ -99,6 +99,17 @@ class Platform(Protocol):
 
     async def account_state(self, account_id: str) -> AccountState:
         """The account's balance, credit, equity and whether it may trade, now."""
+        ...
+
+
+@runtime_checkable
+class Replayable(Protocol):
+    """A platform whose events we read after a cursor we keep (the push inbox, `bridge/pushed.py`)
+    rather than one that forgets what it handed over. The worker tells it which fetched batches
+    every shard's checkpoint holds; it must hand over again, after a restart, anything after."""
+
+    async def durable(self, batches: int) -> None:
+        """The oldest `batches` non-empty batches fetched and not yet confirmed are durable."""
         ...
 
 

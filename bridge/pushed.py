@@ -4,15 +4,16 @@ The ingestion endpoint stores pushed events in the inbox (`ledger/inbox.py`) bef
 `PushedEvents` hands them to the bridge worker in inbox order, and sends commands and queries to
 the platform's own adapter (`inner`).
 
-The delivery cursor: the worker asks for the next batch only once the previous one is delivered
-to the shards (`BridgeWorker._pull_forever`), so each `fetch` first records the batch before it
-as delivered. After a restart the worker starts after the recorded cursor; a batch fetched but
-not yet recorded is delivered again, which is harmless (the worker and shards drop repeated
-event and deal ids).
+The delivery cursor: the worker tells us (`durable`) which fetched batches every shard's
+checkpoint holds, and only then does the cursor move past them. After a restart, of the worker or
+of a shard and the worker together, the worker starts after the recorded cursor; a batch
+delivered but not yet durable is delivered again, which is harmless (the worker and shards drop
+repeated event and deal ids).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 from bridge.commands import AnyPlatformCommand
@@ -29,8 +30,8 @@ class PushedEvents:
         self.database_url = database_url
         self.inner = inner
         self._inbox: Inbox | None = None  # made in the process that uses it (Ray pickles us)
-        self.delivered: int | None = None  # the recorded cursor
-        self.handed = 0  # the last seq handed to the worker
+        self.read: int | None = None  # the last seq handed to the worker (None: not started)
+        self.handed: deque[int] = deque()  # the last seq of each batch not yet durable
 
     @property
     def inbox(self) -> Inbox:
@@ -39,15 +40,19 @@ class PushedEvents:
         return self._inbox
 
     async def fetch(self, max_events: int) -> list[bytes]:
-        if self.delivered is None:
-            self.delivered = self.handed = await self.inbox.cursor(self.connection)
-        if self.handed > self.delivered:  # the batch handed last time is delivered by now
-            await self.inbox.advance(self.connection, self.handed)
-            self.delivered = self.handed
-        rows = await self.inbox.read(self.connection, self.delivered, max_events)
+        if self.read is None:
+            self.read = await self.inbox.cursor(self.connection)
+        rows = await self.inbox.read(self.connection, self.read, max_events)
         if rows:
-            self.handed = rows[-1][0]
+            self.read = rows[-1][0]
+            self.handed.append(self.read)
         return [payload for _, payload in rows]
+
+    async def durable(self, batches: int) -> None:
+        """`Replayable`: move the cursor past the oldest `batches` batches handed over."""
+        await self.inbox.advance(self.connection, self.handed[batches - 1])
+        for _ in range(batches):  # only once recorded: a failed write is confirmed again later
+            self.handed.popleft()
 
     async def execute(self, commands: Sequence[AnyPlatformCommand]) -> list[int]:
         return await self.inner.execute(commands)

@@ -37,7 +37,15 @@ from bridge.commands import AnyPlatformCommand, DisableTrading, Lane
 from bridge.events import AnyPlatformEvent, PriceTicked
 from bridge.liveness import Pulse, pulse
 from bridge.metrics import BridgeMetrics
-from bridge.platform import DONE, AccountState, OpenPosition, Platform, RateLimited, Refused
+from bridge.platform import (
+    DONE,
+    AccountState,
+    OpenPosition,
+    Platform,
+    RateLimited,
+    Refused,
+    Replayable,
+)
 from bridge.ratelimit import TokenBucket
 from bridge.validation import TickGuard, TickLimits
 
@@ -140,6 +148,12 @@ class BridgeWorker:
         self.delivered = [0] * len(self.shards)  # last delivery number per shard
         self.applied = [0] * len(self.shards)  # last number each shard says it applied
         self.retained: list[deque[tuple[int, bytes]]] = [deque() for _ in self.shards]
+        self.durable = [0] * len(self.shards)  # last number each shard's checkpoint holds
+        # A replayable platform's fetched batches not yet confirmed durable: the delivery
+        # numbers each shard must hold in a checkpoint first.
+        self.unconfirmed: deque[list[int]] = deque()
+        self.to_confirm = 0
+        self.confirming: asyncio.Task[None] | None = None
         self.shard_locks = [asyncio.Lock() for _ in self.shards]
         self.redeliveries: set[asyncio.Task[None]] = set()
         # Command ids carried out (code 0), and those waiting in a lane or being sent.
@@ -309,6 +323,32 @@ class BridgeWorker:
             retained.popleft()
         self.stats_.retained = sum(len(r) for r in self.retained)
         self.metrics.retained.set(self.stats_.retained)
+        if durable > self.durable[index]:
+            self.durable[index] = durable
+            self._confirm()
+
+    def _confirm(self) -> None:
+        """Tell a replayable platform which fetched batches every shard's checkpoint holds."""
+        while self.unconfirmed and all(
+            mark <= held for mark, held in zip(self.unconfirmed[0], self.durable, strict=True)
+        ):
+            self.unconfirmed.popleft()
+            self.to_confirm += 1
+        if self.to_confirm and (self.confirming is None or self.confirming.done()):
+            self.confirming = asyncio.create_task(self._confirm_forever())
+
+    async def _confirm_forever(self) -> None:
+        assert isinstance(self.platform, Replayable)
+        while self.to_confirm:
+            batches, self.to_confirm = self.to_confirm, 0
+            try:
+                await self.platform.durable(batches)
+            except Exception:
+                # Not recorded: after a restart these are handed over again, and dropped as
+                # repeats. The next confirmation carries them.
+                log.exception("could not record %d batches as durable", batches)
+                self.to_confirm += batches
+                return
 
     async def _make_durable(self, index: int) -> None:
         """Backpressure: too much kept for one shard; wait for it to checkpoint."""
@@ -460,6 +500,9 @@ class BridgeWorker:
                 continue
             await self.ingest(self.holding)
             self.holding = []
+            if isinstance(self.platform, Replayable):
+                self.unconfirmed.append(list(self.delivered))
+                self._confirm()
 
     async def _send_forever(self) -> None:
         while True:

@@ -210,3 +210,35 @@ async def test_ingest_when_signature_has_non_ascii_characters_then_401_not_500(
     url, _ = server
     status, body = await post(url, b"[]", signature="sha256=\u00e9t\u00e9")
     assert (status, body["title"]) == (401, "Bad signature")
+
+
+class UncheckpointedShard(CoreShard):
+    """Applies every delivery but never has a checkpoint that holds one."""
+
+    async def _apply(self, payload: bytes, source: str, seq: int) -> Ack:
+        ack = await super()._apply(payload, source, seq)
+        return Ack(ack.applied, 0)
+
+
+async def test_pushed_when_applied_but_not_checkpointed_then_cursor_stays_and_restart_replays(
+    server: Any, database_url: str
+) -> None:
+    url, inbox = server
+    assert (await post(url, msgspec.json.encode([deposit(1), deposit(2)])))[0] == 200
+    shard = UncheckpointedShard()
+    pushed = PushedEvents("mt5-a", database_url, NoCommands())  # type: ignore[arg-type]
+    worker: Any = BridgeWorker(
+        WorkerConfig(connection="mt5-a", poll_interval_s=0.01), pushed, [shard], OneShard()
+    )
+    await worker.start()
+    try:
+        await eventually(lambda: asyncio.sleep(0, shard.core.stats.events), lambda n: n == 2)
+        await asyncio.sleep(0.1)  # several more fetches: none may move the cursor
+    finally:
+        for task in worker.tasks:
+            task.cancel()
+        await asyncio.gather(*worker.tasks, return_exceptions=True)
+    assert await inbox.cursor("mt5-a") == 0
+    # Worker and shard lost together: a new bridge hands both events over again.
+    again = PushedEvents("mt5-a", database_url, NoCommands())  # type: ignore[arg-type]
+    assert len(await again.fetch(100)) == 2

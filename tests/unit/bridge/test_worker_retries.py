@@ -305,3 +305,53 @@ async def test_idle_when_a_fetched_batch_is_in_flight_then_false() -> None:
         for task in worker.tasks:
             task.cancel()
     assert [e.event_id for e in shard.received] == ["e1"]
+
+
+class ReplayablePlatform(OneBatchPlatform):
+    """Hands its batches over one per fetch and counts the batches confirmed durable."""
+
+    def __init__(self, batches: list[list[bytes]]) -> None:
+        super().__init__([])
+        self.batches = batches
+        self.confirmed: list[int] = []
+
+    async def fetch(self, max_events: int) -> list[bytes]:
+        return self.batches.pop(0) if self.batches else []
+
+    async def durable(self, batches: int) -> None:
+        self.confirmed.append(batches)
+
+
+class SourceShard(FlakyShard):
+    """Answers a checkpoint as a real shard does: the number it holds per source."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+        self.source = ""
+        self.apply_batch = SimpleNamespace(remote=self._apply_from)
+
+    async def _apply_from(self, payload: bytes, source: str, seq: int) -> Ack:
+        self.source = source
+        return await self._apply(payload, source, seq)
+
+    async def _checkpoint(self) -> dict[str, int]:
+        await super()._checkpoint()
+        return {self.source: self.durable}
+
+
+async def test_replayable_when_shard_checkpoints_then_only_then_batches_are_confirmed() -> None:
+    shard = SourceShard()
+    platform = ReplayablePlatform([[deal(1)], [deal(2)]])
+    config = WorkerConfig(connection="t", poll_interval_s=0.001)
+    worker: Any = BridgeWorker(config, platform, [shard], OneShard())
+    await worker.start()
+    try:
+        await eventually(lambda: asyncio.sleep(0, len(shard.received)), lambda n: n == 2)
+        await asyncio.sleep(0.02)
+        assert platform.confirmed == []  # applied, but no checkpoint holds them yet
+        await worker._make_durable(0)  # the shard checkpoints both
+        await eventually(lambda: asyncio.sleep(0, sum(platform.confirmed)), lambda n: n == 2)
+    finally:
+        for task in worker.tasks:
+            task.cancel()
+    assert sum(platform.confirmed) == 2
