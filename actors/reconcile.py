@@ -1,14 +1,18 @@
 """Reconciliation: the platform's balance and equity of every account against ours.
 
-A `Reconciler` actor makes a pass every `interval_s`: it reads every hosted account's balance and
-equity from the shards (without waking evicted accounts) and asks the platform for each
-account's state through the bridge worker, whose lowest lane puts these queries behind every
-freeze and balance operation and inside the connection's rate limit. A difference beyond
-tolerance may only be in flight (a deal the platform made that the bridge has not delivered
-yet), so both sides are read again `recheck_after_s` later; a difference that is still there is
-a mismatch: journaled as a `ReconciliationMismatch` event on the account, counted in the
-metrics, and reported in the health view (the reconciler answers its supervisor's ping with the
-number of accounts that differ) until a later pass finds the account agreeing again.
+A `Reconciler` actor makes a pass every `interval_s` (start to start): it lists every hosted
+account from the shards and asks the platform for each account's state through the bridge
+worker, whose lowest lane puts these queries behind every freeze and balance operation and inside
+the connection's rate limit. Each platform answer is compared with our side read just before the
+question and just after the answer, and counts as a difference only if it differs from both (a
+deal made between the two reads is on one side or the other). A difference may still be in
+flight (a deal the platform made that the bridge has not delivered yet), so the account is asked
+about again `recheck_after_s` later; a difference that is still there is a mismatch: journaled
+as a `ReconciliationMismatch` event on the account (once, while it stays the same), counted in
+the metrics, and reported in the health view (the reconciler answers its supervisor's ping with
+the number of accounts that differ) until a later pass finds the account agreeing again. An
+account the platform cannot be asked about in `query_timeout_s`, or that it refuses for a reason
+other than not having it (credentials), is counted in `errors` and asked again next pass.
 
 Balances must agree to `balance_tolerance_cents` (0: to the cent). Equity is marked at each
 side's last prices, which differ by the ticks in flight, so it is compared within
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -32,7 +36,8 @@ from actors.events import ReconciliationMismatch
 from actors.shard import Money
 from actors.shard_actor import journal_record
 from bridge.liveness import Pulse, pulse
-from bridge.platform import AccountState, Refused
+from bridge.platform import AccountState, NotFound
+from bridge.worker import Placement
 from ledger.database import create_engine
 from ledger.journal import Journal
 
@@ -41,14 +46,17 @@ log = logging.getLogger(__name__)
 
 class ReconcileConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     interval_s: float = 300.0  # from the start of one pass to the start of the next (at least)
+    query_timeout_s: float = 60.0  # a platform answer not in by then: an error, asked next pass
     balance_tolerance_cents: int = 0
     equity_tolerance_pct: float = 0.25  # of the balance
     recheck_after_s: float = 2.0  # a difference is read again after this before it counts
     in_flight: int = 32  # platform queries waiting at once (the bridge's limit paces them)
 
     def __post_init__(self) -> None:
-        if self.interval_s <= 0 or self.recheck_after_s < 0 or self.in_flight < 1:
-            raise ValueError("need interval_s > 0, recheck_after_s >= 0 and in_flight >= 1")
+        if self.interval_s <= 0 or self.query_timeout_s <= 0:
+            raise ValueError("need interval_s > 0 and query_timeout_s > 0")
+        if self.recheck_after_s < 0 or self.in_flight < 1:
+            raise ValueError("need recheck_after_s >= 0 and in_flight >= 1")
         if self.balance_tolerance_cents < 0 or self.equity_tolerance_pct < 0:
             raise ValueError("tolerances cannot be negative")
 
@@ -97,7 +105,7 @@ def compare(
     if abs(balance_off) > config.balance_tolerance_cents:
         problems.append(f"balance differs by {balance_off / 100:+.2f}")
     equity_off = theirs.equity_cents - ours.equity
-    allowed = abs(ours.balance) * config.equity_tolerance_pct / 100
+    allowed = max(abs(ours.balance), abs(theirs.balance_cents)) * config.equity_tolerance_pct / 100
     if abs(equity_off) > allowed:
         problems.append(
             f"equity differs by {equity_off / 100:+.2f} (tolerance {allowed / 100:.2f})"
@@ -118,10 +126,16 @@ class Reconciler:
     """Compares the platform's accounts with the shards' on a timer (one per connection)."""
 
     def __init__(
-        self, config: ReconcileConfig, shards: Sequence[Any], worker: Any, database_url: str
+        self,
+        config: ReconcileConfig,
+        shards: Sequence[Any],
+        placement: Placement,
+        worker: Any,
+        database_url: str,
     ) -> None:
         self.config = config
         self.shards = list(shards)
+        self.placement = placement
         self.worker = worker
         self.database_url = database_url
         self.engine: AsyncEngine | None = None
@@ -145,8 +159,11 @@ class Reconciler:
             self.task = asyncio.create_task(self._run_forever())
 
     async def _run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.config.interval_s
         while True:
-            await asyncio.sleep(self.config.interval_s)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            due = loop.time() + self.config.interval_s
             try:
                 await self.run_pass()
             except Exception:
@@ -159,24 +176,22 @@ class Reconciler:
 
     async def _pass(self) -> PassReport:
         started_ns, started = time.time_ns(), time.monotonic()
-        ours = await self._ours()
+        account_ids = sorted(await self._hosted())
         errors: set[str] = set()
-        suspects = await self._differences(ours, sorted(ours), errors)
+        suspects = await self._differences(account_ids, errors)
+        mismatches: list[Difference] = []
         if suspects:
             await asyncio.sleep(self.config.recheck_after_s)
-            ours = await self._ours()
-            mismatches = await self._differences(ours, [d.account_id for d in suspects], errors)
-        else:
-            mismatches = []
-        checked = set(ours) - errors
-        for account_id in checked:
+            mismatches = await self._differences([d.account_id for d in suspects], errors)
+        new = [d for d in mismatches if self.differing.get(d.account_id) != d]
+        for account_id in set(account_ids) - errors:
             self.differing.pop(account_id, None)
+        await self._record(new, started_ns)  # a difference that stays the same is journaled once
         self.differing.update((d.account_id, d) for d in mismatches)
-        await self._record(mismatches, started_ns)
         report = PassReport(
             started_ns=started_ns,
             seconds=round(time.monotonic() - started, 3),
-            accounts=len(ours),
+            accounts=len(account_ids),
             rechecked=len(suspects),
             mismatches=mismatches,
             errors=len(errors),
@@ -184,39 +199,61 @@ class Reconciler:
         self.passes += 1
         self.last = report
         self.differ.set(len(self.differing))
+        if new:
+            self.found.inc(len(new))
         if mismatches:
-            self.found.inc(len(mismatches))
             log.warning("%d accounts differ from the platform", len(mismatches))
         return report
 
-    async def _ours(self) -> dict[str, Money]:
+    async def _hosted(self) -> list[str]:
+        lists: list[list[str]] = await asyncio.gather(*(s.hosted.remote() for s in self.shards))
+        return [a for hosted in lists for a in hosted]
+
+    async def _ours(self, account_ids: Sequence[str]) -> dict[str, Money]:
+        """Our side of these accounts, each read from its shard."""
+        per_shard: dict[int, list[str]] = {}
+        for account_id in account_ids:
+            per_shard.setdefault(self.placement.shard_of(account_id), []).append(account_id)
         found: dict[str, Money] = {}
-        for money in await asyncio.gather(*(s.money.remote() for s in self.shards)):
+        answers: list[dict[str, Money]] = await asyncio.gather(
+            *(self.shards[i].money.remote(ids) for i, ids in per_shard.items())
+        )
+        for money in answers:
             found.update(money)
         return found
 
-    async def _differences(
-        self, ours: dict[str, Money], account_ids: Iterable[str], errors: set[str]
-    ) -> list[Difference]:
-        """Ask the platform about each account (`in_flight` at a time), compare each."""
-        gate = asyncio.Semaphore(self.config.in_flight)
+    async def _differences(self, account_ids: Sequence[str], errors: set[str]) -> list[Difference]:
+        """Compare the accounts, `in_flight` at a time: our side before the question and after
+        the answer; a difference only if the platform's answer differs from both."""
+        found: list[Difference] = []
+        step = self.config.in_flight
+        for start in range(0, len(account_ids), step):
+            chunk = account_ids[start : start + step]
+            before = await self._ours(chunk)
+            answers = await asyncio.gather(*(self._theirs(a, errors) for a in chunk))
+            after = await self._ours(chunk)
+            for account_id, theirs in zip(chunk, answers, strict=True):
+                if account_id in errors or account_id not in before or account_id not in after:
+                    continue  # not asked, or no longer hosted here
+                first = compare(account_id, before[account_id], theirs, self.config)
+                last = compare(account_id, after[account_id], theirs, self.config)
+                if first is not None and last is not None:
+                    found.append(last)
+        return found
 
-        async def one(account_id: str) -> Difference | None:
-            async with gate:
-                try:
-                    theirs: AccountState | None = await self.worker.account_state.remote(account_id)
-                except Refused:
-                    theirs = None  # the platform says it has no such account
-                except Exception as exc:
-                    log.warning("could not read %s from the platform: %r", account_id, exc)
-                    errors.add(account_id)
-                    return None
-            errors.discard(account_id)
-            money = ours.get(account_id)
-            return None if money is None else compare(account_id, money, theirs, self.config)
-
-        found = await asyncio.gather(*(one(a) for a in account_ids if a in ours))
-        return [d for d in found if d is not None]
+    async def _theirs(self, account_id: str, errors: set[str]) -> AccountState | None:
+        """The platform's state of the account; None if it has no such account."""
+        errors.discard(account_id)
+        try:
+            async with asyncio.timeout(self.config.query_timeout_s):
+                state: AccountState = await self.worker.account_state.remote(account_id)
+            return state
+        except NotFound:
+            return None
+        except Exception as exc:  # a time-out, a refusal (credentials), the worker restarting
+            log.warning("could not read %s from the platform: %r", account_id, exc)
+            errors.add(account_id)
+            return None
 
     async def _record(self, mismatches: list[Difference], at_ns: int) -> None:
         if not mismatches:

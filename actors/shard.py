@@ -267,17 +267,18 @@ class ShardCore:
             elif isinstance(effect, AccountFrozen):
                 self.stats.frozen += 1
 
-    def money(self) -> dict[str, Money]:
-        """Every hosted account's balance and equity in cents, marked at the shard's book
-        (evicted ones from what eviction kept: they are flat)."""
+    def money(self, account_ids: Iterable[str] | None = None) -> dict[str, Money]:
+        """Hosted accounts' balance and equity in cents (all, or those of `account_ids` it
+        hosts), marked at the shard's book; evicted ones from what eviction kept (flat)."""
         book = self.market.book
-        found = {
-            a.account_id: Money(
-                a.balance, a.balance + a.credit + sum(p.value(book) for p in a.positions.values())
-            )
-            for a in self.accounts.values()
-        }
-        found.update((a, Money(p.balance, p.balance + p.credit)) for a, p in self.passive.items())
+        wanted = self.accounts.keys() | self.passive.keys() if account_ids is None else account_ids
+        found: dict[str, Money] = {}
+        for account_id in wanted:
+            if (a := self.accounts.get(account_id)) is not None:
+                floating = sum(p.value(book) for p in a.positions.values())
+                found[account_id] = Money(a.balance, a.balance + a.credit + floating)
+            elif (p := self.passive.get(account_id)) is not None:
+                found[account_id] = Money(p.balance, p.balance + p.credit)
         return found
 
     def breached(self) -> list[str]:

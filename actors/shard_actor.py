@@ -296,10 +296,15 @@ class AccountShard:
         book = self.core.market.book
         return [AccountView.of(a, book) for a in self.core.accounts.values()]
 
-    async def money(self) -> dict[str, Money]:
-        """Every hosted account's balance and equity, without waking evicted ones."""
+    async def hosted(self) -> list[str]:
+        """Every account this shard hosts, evicted ones included."""
         await self.ready()
-        return self.core.money()
+        return [*self.core.accounts, *self.core.passive]
+
+    async def money(self, account_ids: Sequence[str] | None = None) -> dict[str, Money]:
+        """Hosted accounts' balance and equity (all, or those asked), evicted ones not woken."""
+        await self.ready()
+        return self.core.money(account_ids)
 
     async def stats(self) -> ShardStats:
         await self.ready()

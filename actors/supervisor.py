@@ -147,7 +147,7 @@ class Supervisor:
         ).remote(self.bridge, SimulatorConnection(server), shards, self.router)
         reconciler = RemoteReconciler.options(
             name=f"{prefix}/reconciler", num_cpus=0, scheduling_strategy=here
-        ).remote(self.reconcile, shards, worker, self.database_url)
+        ).remote(self.reconcile, shards, self.router, worker, self.database_url)
         self.children = [
             *(Child(f"{prefix}/shard-{i}", "shard", s) for i, s in enumerate(shards)),
             Child(bridge_name, "bridge", worker),

@@ -48,6 +48,11 @@ class Refused(PlatformError):
     and retries with backoff, and its circuit reports the refusal."""
 
 
+class NotFound(Refused):
+    """The platform has no such account (or other object the request named): that request's
+    answer, not a sign the connection fails."""
+
+
 class AccountState(msgspec.Struct, frozen=True, kw_only=True):
     """An account as the platform reports it now (money in minor units of `currency`)."""
 
@@ -117,6 +122,8 @@ def platform_error(status: int, detail: str, retry_after_s: float | None = None)
     """The protocol's error for a request a server answered with an HTTP-style failure status."""
     if status == HTTPStatus.TOO_MANY_REQUESTS:
         return RateLimited(detail, retry_after_s)
+    if status == HTTPStatus.NOT_FOUND:
+        return NotFound(detail)
     if 400 <= status < 500:
         return Refused(detail)
     return Unavailable(detail)

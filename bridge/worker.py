@@ -40,6 +40,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.platform import (
     DONE,
     AccountState,
+    NotFound,
     OpenPosition,
     Platform,
     RateLimited,
@@ -122,6 +123,7 @@ class Query:
         self, key: Hashable, ask: Callable[[Platform], Awaitable[Any]], future: asyncio.Future[Any]
     ) -> None:
         self.key, self.ask, self.future = key, ask, future
+        self.callers = 0  # when the last one gives up, the query is not sent
 
 
 class BridgeWorker:
@@ -459,9 +461,10 @@ class BridgeWorker:
         return answer
 
     async def _query(self, key: Hashable, ask: Callable[[Platform], Awaitable[T]]) -> T:
-        """Queue a query after every command, or share the same one already waiting. A rate
-        limit, 5xx or time-out is retried with backoff, as for commands; a refusal (an account
-        the platform does not have, expired credentials) is the caller's answer."""
+        """Queue a query after every command, or share the same one while it waits (once sent,
+        a new caller asks again: its answer may not predate the question). A rate limit, 5xx or
+        time-out is retried with backoff, as for commands; a refusal (no such account, expired
+        credentials) is the caller's answer."""
         query = self.asked.get(key)
         if query is None:
             query = Query(key, ask, asyncio.get_running_loop().create_future())
@@ -470,7 +473,15 @@ class BridgeWorker:
             self.lanes.put_nowait((int(Lane.HISTORY), next(self.order), query))
         else:
             self.stats_.queries_coalesced += 1
-        result: T = await asyncio.shield(query.future)  # one caller giving up leaves the rest
+        query.callers += 1
+        try:
+            result: T = await asyncio.shield(query.future)  # one caller giving up leaves the rest
+        except asyncio.CancelledError:
+            if not query.future.done():
+                query.callers -= 1
+                if query.callers == 0:
+                    query.future.cancel()  # nobody waits: not sent
+            raise
         return result
 
     async def stats(self) -> BridgeStats:
@@ -515,6 +526,7 @@ class BridgeWorker:
                 # The token first, the rest of the request after it: whatever arrives while
                 # we wait for the token rides in this request instead of waiting for the next.
                 await self.limiter.acquire()
+                first = self._overtaken(first)
                 if isinstance(first[2], Query):
                     await self._ask(first[2])
                     continue
@@ -530,28 +542,57 @@ class BridgeWorker:
             finally:
                 self.lanes.task_done()
 
+    def _overtaken(
+        self, held: tuple[int, int, AnyPlatformCommand | Query]
+    ) -> tuple[int, int, AnyPlatformCommand | Query]:
+        """A query taken before the wait goes back if a command came meanwhile: a freeze
+        never waits for a query's request."""
+        if not isinstance(held[2], Query) or self.lanes.empty():
+            return held
+        head = self.lanes.get_nowait()
+        self.lanes.task_done()  # the one taken out stays counted until the caller's task_done
+        if isinstance(head[2], Query):
+            self.lanes.put_nowait(head)
+            return held
+        self.lanes.put_nowait(held)
+        return head
+
     async def _ask(self, query: Query) -> None:
         """Send one query; answer its callers, or queue it again after a failure."""
-        self.unsent -= 1
-        if query.future.done():  # nobody waits for it any more
-            self.asked.pop(query.key, None)
+        self.asked.pop(query.key, None)  # from now on, a new caller asks anew
+        if query.future.done():  # every caller gave up
+            self.unsent -= 1
             return
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
                 answer = await query.ask(self.platform)
-        except Refused as exc:
+        except NotFound as exc:  # that query's answer: the connection works
+            self.breaker.succeeded()
+            self._answer(query, exc)
+        except Refused as exc:  # credentials, most likely: commands would fail too
             self.stats_.refused += 1
-            self.asked.pop(query.key, None)
-            query.future.set_exception(exc)
+            self.breaker.failed(f"Refused: {exc}")
+            self._answer(query, exc)
+        except asyncio.CancelledError:
+            query.future.cancel()  # the worker is stopping: its callers are told
+            raise
         except Exception as exc:
             self.stats_.query_failures += 1
             self._failed(exc)
-            self.unsent += 1
+            self.asked.setdefault(query.key, query)
             self.lanes.put_nowait((int(Lane.HISTORY), next(self.order), query))
         else:
             self.breaker.succeeded()
             self.stats_.queries += 1
-            self.asked.pop(query.key, None)
+            self._answer(query, answer)
+
+    def _answer(self, query: Query, answer: Any) -> None:
+        self.unsent -= 1
+        if query.future.done():
+            return
+        if isinstance(answer, Exception):
+            query.future.set_exception(answer)
+        else:
             query.future.set_result(answer)
 
     async def _send(self, commands: list[AnyPlatformCommand]) -> None:

@@ -66,6 +66,7 @@ class Comparison(msgspec.Struct, kw_only=True):
     events: int
     failed: int
     different_accounts: list[str]
+    different_fields: dict[str, list[str]]  # account -> the view fields that differ
     journal_only_clean: int
     journal_only_faulty: int
     freezes_not_once: dict[str, int]
@@ -189,6 +190,14 @@ def compare(clean: Outcome, faulty: Outcome) -> Comparison:
         events=faulty.events,
         failed=len(faulty.failed),
         different_accounts=different,
+        different_fields={
+            a: sorted(
+                k
+                for k in set(clean.accounts.get(a, {})) | set(faulty.accounts.get(a, {}))
+                if clean.accounts.get(a, {}).get(k) != faulty.accounts.get(a, {}).get(k)
+            )
+            for a in different
+        },
         journal_only_clean=len(only_clean),
         journal_only_faulty=len(only_faulty),
         freezes_not_once=not_once,
@@ -317,6 +326,7 @@ def render(result: Result) -> str:
         f"  accounts that differ: {len(c.different_accounts)}; journal ids only in clean: "
         f"{c.journal_only_clean}, only in faulty: {c.journal_only_faulty}; freezes not "
         f"carried out exactly once: {len(c.freezes_not_once)}",
+        *(f"  {a} differs in {', '.join(fields)}" for a, fields in c.different_fields.items()),
         "  EQUAL" if c.equal else "  DIFFERENT",
     ]
     return "\n".join(lines)

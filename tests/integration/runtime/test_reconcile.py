@@ -59,7 +59,7 @@ async def test_reconcile_when_a_deposit_event_was_lost_then_mismatch_journaled_a
     assert found.account_id == "r-2"
     assert (found.balance, found.platform_balance) == (10_000_000, 10_100_000)
     assert found.detail == (
-        "balance differs by +1000.00; equity differs by +1000.00 (tolerance 250.00)"
+        "balance differs by +1000.00; equity differs by +1000.00 (tolerance 252.50)"
     )
     assert (await runtime.reconciliation()).differing == [found]
     engine = create_engine(database_url)

@@ -11,7 +11,7 @@ import pytest
 
 from bridge.codec import encode_batch
 from bridge.commands import DisableTrading
-from bridge.platform import AccountState, RateLimited, Refused, Unavailable
+from bridge.platform import AccountState, NotFound, RateLimited, Refused, Unavailable
 from tests.unit.bridge.test_worker_commands import ScriptedPlatform, provision, started, stop
 
 
@@ -57,7 +57,7 @@ async def test_query_when_commands_wait_then_it_goes_after_them() -> None:
     try:
         await worker.limiter.acquire()  # the bucket is empty: everything below queues
         asked = asyncio.ensure_future(worker.account_state("a"))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)  # the sender holds the query, waiting for a token
         freeze = DisableTrading(command_id="freeze:b", account_id="b", reason="x", caused_by="e")
         await worker.submit(encode_batch([freeze]))
         opened = asyncio.ensure_future(worker.execute(encode_batch([provision("c")])))
@@ -67,6 +67,35 @@ async def test_query_when_commands_wait_then_it_goes_after_them() -> None:
         stop(worker)
     # The freeze and the provisioning, asked later, shared the first request; the query waited.
     assert platform.log == ["freeze:b", "provision:c", "state:a"]
+
+
+async def test_query_when_in_flight_then_worker_is_not_idle_and_a_new_caller_asks_anew() -> None:
+    platform = AskedPlatform(delay_s=0.05)
+    worker = await started(platform)
+    try:
+        first = asyncio.ensure_future(worker.account_state("a"))
+        await asyncio.sleep(0.02)  # sent, not answered
+        assert not await worker.idle()
+        second = asyncio.ensure_future(worker.account_state("a"))
+        assert await first == await second == state("a")
+        assert await worker.idle()
+    finally:
+        stop(worker)
+    assert platform.log == ["state:a", "state:a"]  # the later question got a later answer
+
+
+async def test_query_when_every_caller_gives_up_before_it_is_sent_then_it_is_not_sent() -> None:
+    platform = AskedPlatform()
+    worker = await started(platform, requests_per_second=20.0, burst=1)
+    try:
+        await worker.limiter.acquire()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(worker.account_state("a"), timeout=0.01)
+        await asyncio.sleep(0.1)  # a token came: the sender passed over it
+        assert await worker.idle()
+    finally:
+        stop(worker)
+    assert platform.log == []
 
 
 async def test_query_when_asked_twice_while_waiting_then_one_request_answers_both() -> None:
@@ -100,13 +129,25 @@ async def test_query_when_rate_limited_or_unavailable_then_retried_until_answere
 
 
 async def test_query_when_refused_then_the_caller_gets_the_refusal_and_it_is_not_retried() -> None:
-    platform = AskedPlatform([Refused("no account 'ghost'")])
+    platform = AskedPlatform([NotFound("no account 'ghost'")])
     worker = await started(platform)
     try:
-        with pytest.raises(Refused, match="ghost"):
+        with pytest.raises(NotFound, match="ghost"):
             await worker.account_state("ghost")
         assert await worker.account_state("ghost") == state("ghost")  # asked again: new request
     finally:
         stop(worker)
     assert platform.log == ["state:ghost"] * 2
     assert (await worker.stats()).circuit == "closed"
+
+
+async def test_query_when_credentials_are_refused_then_caller_told_and_circuit_counts_it() -> None:
+    platform = AskedPlatform([Refused("401 session expired")])
+    worker = await started(platform)
+    try:
+        with pytest.raises(Refused, match="session expired"):
+            await worker.account_state("a")
+    finally:
+        stop(worker)
+    assert worker.breaker.failures == 1
+    assert (await worker.stats()).refused == 1
