@@ -85,7 +85,7 @@ from bridge.events import (
     Side,
     TradingDisabled,
 )
-from bridge.platform import DONE, AccountState, OpenPosition, Refused
+from bridge.platform import DONE, AccountState, NotFound, OpenPosition, Refused
 
 if TYPE_CHECKING:
     from bridge.platform import Platform
@@ -99,10 +99,6 @@ _LEDGER_KIND = {"DEPOSIT": BalanceKind.DEPOSIT, "WITHDRAWAL": BalanceKind.WITHDR
 _COMMENT_LENGTH = 64
 _FAR_FUTURE_NS = 2_000_000_000 * 1_000_000_000
 _SEEN = 200_000  # event ids remembered against a poll window that overlaps the last one
-
-
-class NotFound(Refused):
-    """HTTP 404: the trading account (or its data) does not exist."""
 
 
 class MatchTraderConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -303,7 +299,7 @@ class MatchTraderBrokerApi:
         account: _TradingAccount = await self._read("/v1/trading-account", params, _trading_account)
         rights = await self._access_rights(account_id)
         if rights is None:
-            raise Refused(f"Match-Trader: no trading account {account_id}")
+            raise NotFound(f"Match-Trader: no trading account {account_id}")
         finance = account.finance_info
         return AccountState(
             account_id=account_id,
