@@ -526,36 +526,33 @@ class BridgeWorker:
                 # The token first, the rest of the request after it: whatever arrives while
                 # we wait for the token rides in this request instead of waiting for the next.
                 await self.limiter.acquire()
-                first = self._overtaken(first)
-                if isinstance(first[2], Query):
+                if not isinstance(first[2], Query):
+                    batch.append(first[2])
+                elif (command := self._next_command()) is not None:
+                    self.lanes.put_nowait(first)  # a command came during the wait: it goes first
+                    batch.append(command)
+                else:
                     await self._ask(first[2])
                     continue
-                batch.append(first[2])
-                while len(batch) < self.config.commands_per_request and not self.lanes.empty():
-                    following = self.lanes.get_nowait()
-                    self.lanes.task_done()
-                    if isinstance(following[2], Query):  # queries come after every command
-                        self.lanes.put_nowait(following)
-                        break
-                    batch.append(following[2])
+                while len(batch) < self.config.commands_per_request and (
+                    command := self._next_command()
+                ):
+                    batch.append(command)
                 await self._send(batch)
             finally:
                 self.lanes.task_done()
 
-    def _overtaken(
-        self, held: tuple[int, int, AnyPlatformCommand | Query]
-    ) -> tuple[int, int, AnyPlatformCommand | Query]:
-        """A query taken before the wait goes back if a command came meanwhile: a freeze
-        never waits for a query's request."""
-        if not isinstance(held[2], Query) or self.lanes.empty():
-            return held
-        head = self.lanes.get_nowait()
-        self.lanes.task_done()  # the one taken out stays counted until the caller's task_done
-        if isinstance(head[2], Query):
-            self.lanes.put_nowait(head)
-            return held
-        self.lanes.put_nowait(held)
-        return head
+    def _next_command(self) -> AnyPlatformCommand | None:
+        """The next command waiting, None if there is none (queries come after every command,
+        so a query on top means none: it goes back)."""
+        if self.lanes.empty():
+            return None
+        item = self.lanes.get_nowait()
+        self.lanes.task_done()  # counted from here by the request it joins
+        if isinstance(item[2], Query):
+            self.lanes.put_nowait(item)
+            return None
+        return item[2]
 
     async def _ask(self, query: Query) -> None:
         """Send one query; answer its callers, or queue it again after a failure."""
