@@ -1,8 +1,9 @@
 """The runtime: the driver's handle on a running supervisor tree.
 
-It starts the root `Supervisor` actor (which creates and watches the shards, the bridge worker and
-the platform connection), hosts and provisions accounts, and answers the API's questions. One
-object owns the topology so the demo, the API and the tests start the system the same way.
+It starts the root `Supervisor` actor (which creates and watches, for each platform connection,
+its shards, bridge worker and reconciler), hosts and provisions accounts, and answers the API's
+questions. One object owns the topology so the demo, the API and the tests start the system the
+same way.
 """
 
 from __future__ import annotations
@@ -22,24 +23,25 @@ from actors.reconcile import PassReport, ReconcileConfig, ReconcileReport
 from actors.router import Router
 from actors.shard import AccountView, ShardStats
 from actors.shard_actor import ShardConfig
-from actors.supervisor import Health, RemoteSupervisor, Topology
-from bridge.platform import ServerConfig
-from bridge.simulator import Limits, SimulatorConfig, SimulatorReport
-from bridge.worker import BridgeStats, WorkerConfig
+from actors.supervisor import Cell, Health, RemoteSupervisor, Topology
+from bridge.connections import DEFAULT_CONNECTIONS, Connection, check_names
+from bridge.simulator import Limits, SimulatorReport
+from bridge.worker import BridgeStats
 
 log = logging.getLogger(__name__)
 
 
 class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str
-    shards: int = 0  # 0: one per CPU Ray sees
+    shards: int = 0  # per connection that sets none; 0: one per CPU Ray sees
     plan: Plan
-    simulator: SimulatorConfig = SimulatorConfig()
-    server: ServerConfig = ServerConfig()  # the simulated server's request limit, faults, clock
-    bridge: WorkerConfig = WorkerConfig(connection="sim-1")
+    connections: tuple[Connection, ...] = DEFAULT_CONNECTIONS  # the bridge pool, one per server
     shard: ShardConfig = ShardConfig()
     max_pending_calls: int = 1_000  # per shard: callers beyond it get an error, not a queue
     reconcile: ReconcileConfig = ReconcileConfig()
+
+    def __post_init__(self) -> None:
+        check_names(self.connections)
 
 
 class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,7 +52,7 @@ class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
     frozen: int
     journal_rows: int
     rejected: int
-    bridge: BridgeStats
+    bridges: list[BridgeStats]  # one per connection
     shards: list[ShardStats]
 
 
@@ -91,122 +93,172 @@ class Runtime:
 
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
-        self.router = Router(config.shards or default_shard_count())
+        self.default_shards = config.shards or default_shard_count()
         self.supervisor: Any = None
-        self.shards: list[Any] = []
-        self.server: Any = None
-        self.worker: Any = None
-        self.reconciler: Any = None
+        self.cells: dict[str, Cell] = {}  # by connection name, in configuration order
+        self.routers: dict[str, Router] = {
+            c.name: Router(c.shards or self.default_shards) for c in config.connections
+        }
+        self.home: dict[str, str] = {}  # account -> its connection, for the accounts hosted here
 
-    async def start(self, account_ids: Sequence[str]) -> None:
+    @property
+    def shards(self) -> list[Any]:
+        """Every connection's shards."""
+        return [shard for cell in self.cells.values() for shard in cell.shards]
+
+    def cell(self, connection: str | None = None) -> Cell:
+        """A connection's actors; without a name, the first configured connection's."""
+        return self.cells[connection or self.config.connections[0].name]
+
+    async def start(self, account_ids: Sequence[str] = (), connection: str | None = None) -> None:
         """Start the supervisor (it creates and watches every other actor), host and provision
-        the accounts, then start the event flow."""
+        the accounts on `connection` (default: the first), then start the event flow."""
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.supervisor = RemoteSupervisor.options(
-            name=f"{self.config.bridge.connection}/supervisor", num_cpus=0, scheduling_strategy=here
+            name=f"{self.config.connections[0].name}/supervisor",
+            num_cpus=0,
+            scheduling_strategy=here,
         ).remote(
             database_url=self.config.database_url,
-            shard_count=self.router.shard_count,
+            connections=self.config.connections,
+            shard_count=self.default_shards,
             plans=[self.config.plan],
-            simulator=self.config.simulator,
-            server=self.config.server,
             limits=limits_of(self.config.plan),
-            bridge=self.config.bridge,
             shard_config=self.config.shard,
             max_pending_calls=self.config.max_pending_calls,
             reconcile=self.config.reconcile,
         )
         topology: Topology = await self.supervisor.start.remote()
-        self.shards, self.worker, self.server = topology.shards, topology.worker, topology.server
-        self.reconciler = topology.reconciler
-        await self.host(account_ids)
-        await self.worker.start.remote()
-        await self.reconciler.start.remote()
+        self.cells = {cell.connection: cell for cell in topology.cells}
+        if account_ids:
+            await self.host(account_ids, connection)
+        cells = self.cells.values()
+        await asyncio.gather(*(c.worker.start.remote() for c in cells))
+        await asyncio.gather(*(c.reconciler.start.remote() for c in cells))
 
     async def health(self) -> Health:
         """Which actors are up, restarting or down (the supervisor checks them continuously)."""
         health: Health = await self.supervisor.health.remote()
         return health
 
-    async def host(self, account_ids: Sequence[str]) -> None:
-        """Host each account on its shard, then open it on the embedded simulator.
+    async def host(self, account_ids: Sequence[str], connection: str | None = None) -> None:
+        """Host each account on its shard of `connection` (default: the first), then, on an
+        embedded simulator, open it there.
 
-        In this order the shard knows the account before the platform can report its first deal.
+        In this order the shard knows the account before the platform can report its first
+        deal. Accounts on any other platform must exist there already (or be provisioned
+        through the bridge's provisioning lane: `ProvisionAccount`, whose deposit event funds
+        the entity, as `loadtests/onboarding.py` does).
         """
-        per_shard: list[list[tuple[str, Plan]]] = [[] for _ in self.shards]
+        cell = self.cell(connection)
+        router = self.routers[cell.connection]
+        per_shard: list[list[tuple[str, Plan]]] = [[] for _ in cell.shards]
         for account_id in account_ids:
-            per_shard[self.router.shard_of(account_id)].append((account_id, self.config.plan))
+            per_shard[router.shard_of(account_id)].append((account_id, self.config.plan))
         await asyncio.gather(
-            *(s.register.remote(batch) for s, batch in zip(self.shards, per_shard, strict=True))
+            *(s.register.remote(batch) for s, batch in zip(cell.shards, per_shard, strict=True))
         )
-        # The embedded simulator opens them funded, as the entities are: pre-provisioned, like
-        # `propvisor simulate --accounts`. Onboarding through the bridge's provisioning lane
-        # (`ProvisionAccount`, whose deposit event funds the entity) is `loadtests/onboarding.py`.
-        await self.server.provision.remote(list(account_ids))
+        for account_id in account_ids:
+            self.home[account_id] = cell.connection
+        if cell.server is not None:
+            # The embedded simulator opens them funded, as the entities are: pre-provisioned,
+            # like `propvisor simulate --accounts`.
+            await cell.server.provision.remote(list(account_ids))
 
-    def shard_for(self, account_id: str) -> Any:
-        return self.shards[self.router.shard_of(account_id)]
+    def shard_for(self, account_id: str, connection: str | None = None) -> Any:
+        """The shard hosting an account on `connection` (default: where it was hosted, else
+        the first connection)."""
+        cell = self.cell(connection or self.home.get(account_id))
+        return cell.shards[self.routers[cell.connection].shard_of(account_id)]
 
     async def account(self, account_id: str) -> AccountView | None:
-        view: AccountView | None = await self.shard_for(account_id).account.remote(account_id)
-        return view
+        """The account's view, from whichever connection hosts it."""
+        if account_id in self.home:
+            view: AccountView | None = await self.shard_for(account_id).account.remote(account_id)
+            return view
+        views: list[AccountView | None] = await asyncio.gather(
+            *(self.shard_for(account_id, name).account.remote(account_id) for name in self.cells)
+        )
+        return next((v for v in views if v is not None), None)
 
     async def stats(self) -> RuntimeStats:
+        cells = self.cells.values()
         shard_stats: list[ShardStats] = await asyncio.gather(
             *(s.stats.remote() for s in self.shards)
         )
-        bridge: BridgeStats = await self.worker.stats.remote()
+        bridges: list[BridgeStats] = await asyncio.gather(*(c.worker.stats.remote() for c in cells))
         return RuntimeStats(
             accounts=sum(s.accounts for s in shard_stats),
-            events=bridge.applied,
+            events=sum(b.applied for b in bridges),
             evaluations=sum(s.evaluations for s in shard_stats),
             breaches=sum(s.breaches for s in shard_stats),
             frozen=sum(s.frozen for s in shard_stats),
             journal_rows=sum(s.journal_rows for s in shard_stats),
-            rejected=bridge.rejected,
-            bridge=bridge,
+            rejected=sum(b.rejected for b in bridges),
+            bridges=list(bridges),
             shards=list(shard_stats),
         )
 
     async def stop(self, settle_timeout_s: float = 10.0) -> bool:
-        """Halt the market, let in-flight events and freezes land, checkpoint every shard.
-
-        Returns whether everything settled; on False some breach was still unconfirmed.
+        """Halt the embedded markets, let in-flight events and freezes land, checkpoint every
+        shard. Returns whether everything settled; on False some breach was still unconfirmed.
         """
-        await self.server.halt.remote()
+        await asyncio.gather(*(server.halt.remote() for server in self._servers()))
         settled = await self.settle(settle_timeout_s)
         if not settled:
             log.warning("stopped after %.0f s with work in flight", settle_timeout_s)
-        await self.worker.stop.remote()
+        await asyncio.gather(*(c.worker.stop.remote() for c in self.cells.values()))
         await asyncio.gather(*(s.checkpoint.remote() for s in self.shards))
         return settled
 
     async def settle(self, timeout_s: float) -> bool:
-        """Wait until the platform has nothing to send, the bridge holds nothing, and every
-        breached account's freeze is confirmed. Returns False if `timeout_s` passed first."""
+        """Wait until every embedded simulator has nothing to send, no bridge holds anything,
+        and every breached account's freeze is confirmed. Returns False if `timeout_s` passed
+        first. (A platform of our own cannot say what it has yet to send.)"""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            backlog: int = await self.server.backlog.remote()
-            idle: bool = await self.worker.idle.remote()
-            if backlog == 0 and idle and set(await self.breached()) <= set(await self.frozen()):
+            backlogs: list[int] = await asyncio.gather(
+                *(server.backlog.remote() for server in self._servers())
+            )
+            idle: list[bool] = await asyncio.gather(
+                *(c.worker.idle.remote() for c in self.cells.values())
+            )
+            if (
+                not any(backlogs)
+                and all(idle)
+                and set(await self.breached()) <= set(await self.frozen())
+            ):
                 return True
             await asyncio.sleep(0.05)
         return False
 
-    async def reconcile(self) -> PassReport:
-        """Compare every account with the platform now (the reconciler also does on its timer)."""
-        report: PassReport = await self.reconciler.run_pass.remote()
-        return report
+    async def reconcile(self) -> dict[str, PassReport]:
+        """Compare every account with its platform now, per connection (each connection's
+        reconciler also does on its timer)."""
+        cells = list(self.cells.values())
+        reports: list[PassReport] = await asyncio.gather(
+            *(c.reconciler.run_pass.remote() for c in cells)
+        )
+        return {c.connection: r for c, r in zip(cells, reports, strict=True)}
 
-    async def reconciliation(self) -> ReconcileReport:
-        """The last pass, and the accounts that differed from the platform in it."""
-        report: ReconcileReport = await self.reconciler.report.remote()
-        return report
+    async def reconciliation(self) -> dict[str, ReconcileReport]:
+        """Per connection, the last pass and the accounts that differed from the platform."""
+        cells = list(self.cells.values())
+        reports: list[ReconcileReport] = await asyncio.gather(
+            *(c.reconciler.report.remote() for c in cells)
+        )
+        return {c.connection: r for c, r in zip(cells, reports, strict=True)}
 
     async def simulator_report(self) -> SimulatorReport:
-        report: SimulatorReport = await self.server.report.remote()
-        return report
+        """What the embedded simulators saw, together (their accounts are distinct)."""
+        reports: list[SimulatorReport] = await asyncio.gather(
+            *(server.report.remote() for server in self._servers())
+        )
+        return merge_reports(reports)
+
+    def _servers(self) -> list[Any]:
+        return [c.server for c in self.cells.values() if c.server is not None]
 
     async def breached(self) -> list[str]:
         """Accounts that breached a rule, across all shards."""
@@ -228,4 +280,28 @@ class Runtime:
             await self.supervisor.close.remote()
             ray.kill(self.supervisor)
         self.supervisor = None
-        self.shards, self.worker, self.server, self.reconciler = [], None, None, None
+        self.cells = {}
+
+
+def merge_reports(reports: Sequence[SimulatorReport]) -> SimulatorReport:
+    """Several simulators' reports as one (each simulator's accounts are its own)."""
+    merged = SimulatorReport(
+        accounts=0,
+        events=0,
+        deals=0,
+        crossed={},
+        disabled=[],
+        rejected_after_disable=0,
+        breach_to_freeze_ns=[],
+    )
+    for report in reports:
+        merged.accounts += report.accounts
+        merged.events += report.events
+        merged.deals += report.deals
+        merged.crossed.update(report.crossed)
+        merged.disabled += report.disabled
+        merged.rejected_after_disable += report.rejected_after_disable
+        merged.breach_to_freeze_ns += report.breach_to_freeze_ns
+        merged.freezes_executed = {**merged.freezes_executed, **report.freezes_executed}
+        merged.rate_limited += report.rate_limited
+    return merged

@@ -1,5 +1,5 @@
-"""The root supervisor: creates the shards, the bridge worker and the platform connection, and
-watches them.
+"""The root supervisor: for each platform connection (`bridge/connections.py`) creates its
+shards, bridge worker and reconciler (and the simulator of an embedded one), and watches them.
 
 Ray restarts a crashed shard process (`max_restarts=-1`); the shard recovers itself on its first
 call (`AccountShard.ready`). The supervisor pings every child every `watch_interval_s`, which
@@ -32,10 +32,11 @@ from ray.util.scheduling_strategies import (
 from actors.reconcile import ReconcileConfig, RemoteReconciler
 from actors.router import Router
 from actors.shard_actor import RemoteAccountShard
+from bridge.connections import Connection, EmbeddedConnection, check_names, connect
 from bridge.liveness import Pulse
-from bridge.platform import RemoteSimulatorServer, ServerConfig, SimulatorConnection
-from bridge.simulator import Limits, SimulatorConfig
-from bridge.worker import RemoteBridgeWorker, WorkerConfig
+from bridge.platform import RemoteSimulatorServer
+from bridge.simulator import Limits
+from bridge.worker import RemoteBridgeWorker
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,21 @@ class Health(msgspec.Struct, kw_only=True):
     actors: list[ActorHealth]
 
 
-class Topology(msgspec.Struct, kw_only=True):
-    """The handles a driver needs (Ray actor handles travel between processes)."""
+class Cell(msgspec.Struct, kw_only=True):
+    """One platform connection's actors (Ray actor handles travel between processes): its
+    shards, its bridge worker, its reconciler, and, for an embedded simulator, the simulator."""
 
+    connection: str
     shards: list[Any]
     worker: Any
-    server: Any
     reconciler: Any
+    server: Any = None  # the embedded simulator actor, None for any other platform
+
+
+class Topology(msgspec.Struct, kw_only=True):
+    """The handles a driver needs, per connection, in configuration order."""
+
+    cells: list[Cell]
 
 
 class Child:
@@ -75,40 +84,46 @@ class Child:
 
 
 class Supervisor:
-    """Root of the actor tree for one platform connection and its shards."""
+    """Root of the actor tree: for each platform connection, its shards, bridge worker and
+    reconciler (a cell); the simulator too for an embedded connection."""
 
     def __init__(
         self,
         *,
         database_url: str,
+        connections: tuple[Connection, ...],
         shard_count: int,
         plans: list[Any],
-        simulator: SimulatorConfig,
-        server: ServerConfig,
         limits: Limits,
-        bridge: WorkerConfig,
         shard_config: Any,
         max_pending_calls: int,
         reconcile: ReconcileConfig,
         watch_interval_s: float = 0.5,
     ) -> None:
+        check_names(connections)
         self.database_url = database_url
-        self.router = Router(shard_count)
+        self.connections = connections
+        self.shard_count = shard_count
         self.plans = plans
-        self.simulator = msgspec.structs.replace(simulator, limits=limits)
-        self.server = server
-        self.bridge = bridge
+        self.limits = limits
         self.shard_config = shard_config
         self.max_pending_calls = max_pending_calls
         self.reconcile = reconcile
         self.watch_interval_s = watch_interval_s
         self.children: list[Child] = []
-        self.placement: PlacementGroup | None = None
+        self.placements: list[PlacementGroup] = []
         self.watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> Topology:
-        """Create every child and start watching them."""
-        prefix = self.bridge.connection
+        """Create every connection's actors and start watching them."""
+        cells = [await self._start_cell(connection) for connection in self.connections]
+        await asyncio.gather(*(s.ready.remote() for cell in cells for s in cell.shards))
+        await self.check()
+        self.watcher = asyncio.create_task(self._watch_forever())
+        return Topology(cells=cells)
+
+    async def _start_cell(self, connection: Connection) -> Cell:
+        prefix = connection.name
         bridge_name = f"{prefix}/bridge"
         # The bridge and the platform connection live beside the supervisor, on the driver's
         # node. A placement group spreads the shards over the nodes (the SPREAD strategy alone
@@ -116,9 +131,10 @@ class Supervisor:
         # node); when a node dies Ray moves its bundles to the nodes left and restarts the
         # shards there. Actors take no CPU slot: they are I/O-bound and must fit a small node.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        count = self.router.shard_count
-        self.placement = placement_group([{"CPU": _SHARD_CPU}] * count, strategy="SPREAD")
-        await self.placement.ready()
+        count = connection.shards or self.shard_count
+        placement = placement_group([{"CPU": _SHARD_CPU}] * count, strategy="SPREAD")
+        self.placements.append(placement)
+        await placement.ready()
         shards = [
             RemoteAccountShard.options(
                 name=f"{prefix}/shard-{i}",
@@ -127,7 +143,7 @@ class Supervisor:
                 max_task_retries=0,
                 max_pending_calls=self.max_pending_calls,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    self.placement, placement_group_bundle_index=i
+                    placement, placement_group_bundle_index=i
                 ),
             ).remote(
                 i,
@@ -139,25 +155,29 @@ class Supervisor:
             )
             for i in range(count)
         ]
-        server = RemoteSimulatorServer.options(
-            name=f"{prefix}/platform", num_cpus=0, scheduling_strategy=here
-        ).remote(self.simulator, **msgspec.structs.asdict(self.server))
+        server = None
+        if isinstance(connection, EmbeddedConnection):
+            simulator = msgspec.structs.replace(connection.simulator, limits=self.limits)
+            server = RemoteSimulatorServer.options(
+                name=f"{prefix}/platform", num_cpus=0, scheduling_strategy=here
+            ).remote(simulator, **msgspec.structs.asdict(connection.server))
+        router = Router(count)
+        platform = connect(connection, self.database_url, server)
         worker = RemoteBridgeWorker.options(
             name=bridge_name, num_cpus=0, scheduling_strategy=here
-        ).remote(self.bridge, SimulatorConnection(server), shards, self.router)
+        ).remote(connection.worker(), platform, shards, router)
         reconciler = RemoteReconciler.options(
             name=f"{prefix}/reconciler", num_cpus=0, scheduling_strategy=here
-        ).remote(self.reconcile, shards, self.router, worker, self.database_url)
-        self.children = [
+        ).remote(self.reconcile, shards, router, worker, self.database_url)
+        self.children += [
             *(Child(f"{prefix}/shard-{i}", "shard", s) for i, s in enumerate(shards)),
             Child(bridge_name, "bridge", worker),
-            Child(f"{prefix}/platform", "platform", server),
+            *([Child(f"{prefix}/platform", "platform", server)] if server is not None else []),
             Child(f"{prefix}/reconciler", "reconciler", reconciler),
         ]
-        await asyncio.gather(*(s.ready.remote() for s in shards))
-        await self.check()
-        self.watcher = asyncio.create_task(self._watch_forever())
-        return Topology(shards=shards, worker=worker, server=server, reconciler=reconciler)
+        return Cell(
+            connection=prefix, shards=shards, worker=worker, reconciler=reconciler, server=server
+        )
 
     async def health(self) -> Health:
         """Each child's state as of the last check (every `watch_interval_s`)."""
@@ -216,9 +236,9 @@ class Supervisor:
         for child in self.children:
             ray.kill(child.handle)
         self.children = []
-        if self.placement is not None:
-            remove_placement_group(self.placement)
-            self.placement = None
+        for placement in self.placements:
+            remove_placement_group(placement)
+        self.placements = []
 
 
 RemoteSupervisor: Any = ray.remote(Supervisor)

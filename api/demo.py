@@ -26,8 +26,8 @@ from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig, RuntimeStats
 from api.app import create_app
 from api.settings import Settings
-from bridge.simulator import SimulatorConfig, SimulatorReport
-from bridge.worker import WorkerConfig
+from bridge.connections import EmbeddedConnection
+from bridge.simulator import SimulatorReport
 from ledger.database import database_label, upgrade
 
 
@@ -88,18 +88,33 @@ def latency_ms(samples_ns: Sequence[int]) -> Latency:
 
 
 def runtime_config(settings: Settings, seed: int, run: str) -> RuntimeConfig:
-    server = f"sim-{run}"
+    """The demo's runtime: each configured connection (default: one embedded simulator) runs
+    a fresh market, so each is renamed for this run (its shards start empty; its simulator
+    takes the same name, which starts its event ids). Its simulator takes the demo's seed
+    (the i-th connection seed + i), tick rate and share of reckless traders. The demo checks
+    the supervisor against the simulators' ground truth, so every connection must be
+    embedded."""
+    connections = []
+    for i, connection in enumerate(settings.pool()):
+        if not isinstance(connection, EmbeddedConnection):
+            raise ValueError(
+                f"connection {connection.name!r}: the demo runs on embedded simulators only "
+                f"(platform = 'embedded'), not {type(connection).__name__}"
+            )
+        name = f"{connection.name}-{run}"
+        simulator = msgspec.structs.replace(
+            connection.simulator,
+            server=name,
+            seed=seed + i,
+            ticks_per_second=settings.ticks_per_second,
+            reckless_fraction=settings.reckless_fraction,
+        )
+        connections.append(msgspec.structs.replace(connection, name=name, simulator=simulator))
     return RuntimeConfig(
         database_url=settings.database_url,
         shards=settings.shards,
         plan=DEFAULT_PLAN,
-        simulator=SimulatorConfig(
-            seed=seed,
-            server=server,
-            ticks_per_second=settings.ticks_per_second,
-            reckless_fraction=settings.reckless_fraction,
-        ),
-        bridge=WorkerConfig(connection=server),
+        connections=tuple(connections),
     )
 
 
@@ -157,10 +172,16 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     run_id = secrets.token_hex(3)
     runtime = Runtime(runtime_config(settings, options.seed, run_id))
     account_ids = [f"{run_id}-{i:05d}" for i in range(1, options.accounts + 1)]
-    await runtime.start(account_ids)
+    await runtime.start()
+    names = list(runtime.cells)  # the accounts are dealt over the connections in turn
+    await asyncio.gather(
+        *(runtime.host(account_ids[i :: len(names)], name) for i, name in enumerate(names))
+    )
     runner, address = await serve_http(create_app(runtime), settings.http_host, settings.http_port)
     say(f"HTTP app:       {address}/api/v1/accounts/{account_ids[0]}")
-    say(f"shards={runtime.router.shard_count} database={database_label(settings.database_url)}")
+    for name, router in runtime.routers.items():
+        say(f"connection {name}: shards={router.shard_count}")
+    say(f"database={database_label(settings.database_url)}")
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from bridge.connections import DEFAULT_CONNECTIONS, Connection, parse_connections
 
 CONFIG_ENV = "PROPVISOR_CONFIG"
 
@@ -36,8 +38,12 @@ class Settings(BaseSettings):
         default=None, description="Address of an existing Ray cluster; none starts a local Ray."
     )
     shards: int = Field(default=0, ge=0, description="AccountShard actors; 0 = one per CPU.")
-    platform: Literal["simulator"] = Field(
-        default="simulator", description="Trading platform connection."
+    connections: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description=(
+            "The bridge pool: one table per platform connection (`bridge/connections.py`); "
+            "none: one embedded simulator."
+        ),
     )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -45,6 +51,17 @@ class Settings(BaseSettings):
     simulator_seed: int = 1
     ticks_per_second: float = Field(default=10.0, gt=0, description="Per symbol.")
     reckless_fraction: float = Field(default=0.05, ge=0, le=1)
+
+    @field_validator("connections")
+    @classmethod
+    def _connections(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if value:
+            parse_connections(value)  # a ValueError names the connection and field
+        return value
+
+    def pool(self) -> tuple[Connection, ...]:
+        """The configured connections, or the default: one embedded simulator."""
+        return parse_connections(self.connections) if self.connections else DEFAULT_CONNECTIONS
 
     @classmethod
     def settings_customise_sources(

@@ -94,7 +94,7 @@ class BridgeStats(msgspec.Struct, kw_only=True):
 
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
-    connection: str
+    connection: str = ""  # set from the connection's name (`bridge/connections.py`)
     requests_per_second: float = 50.0
     burst: int = 10
     max_batch: int = 5_000

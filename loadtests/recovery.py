@@ -35,6 +35,7 @@ import ray
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
 from actors.shard_actor import ShardConfig
+from bridge.connections import EmbeddedConnection
 from bridge.simulator import PlatformSimulator, SimulatorConfig
 from bridge.worker import WorkerConfig
 from ledger.database import create_engine, upgrade
@@ -99,11 +100,17 @@ async def run_once(
         database_url=database_url,
         shards=shards,
         plan=DEFAULT_PLAN,
-        # The same server name in every run: its confirmations' event ids must compare equal.
-        simulator=SimulatorConfig(
-            server="platform", ticks_per_second=0.0, trades_per_trader_per_minute=0.0
+        connections=(
+            EmbeddedConnection(
+                name=connection,
+                # The same server name in every run: its confirmations' event ids must compare
+                # equal.
+                simulator=SimulatorConfig(
+                    server="platform", ticks_per_second=0.0, trades_per_trader_per_minute=0.0
+                ),
+                bridge=WorkerConfig(requests_per_second=200.0, burst=50),
+            ),
         ),
-        bridge=WorkerConfig(connection=connection, requests_per_second=200.0, burst=50),
         shard=ShardConfig(checkpoint_interval_s=1.0),
     )
     runtime = Runtime(config)
@@ -129,7 +136,7 @@ async def _inject(runtime: Runtime, messages: Sequence[bytes]) -> None:
     away). A retry after a lost reply repeats event ids, which the bridge drops."""
     for attempt in range(100):
         try:
-            await runtime.server.inject.remote(list(messages))
+            await runtime.cell().server.inject.remote(list(messages))
             return
         except ray.exceptions.ActorUnavailableError:
             await asyncio.sleep(0.1 * (attempt + 1))
@@ -157,9 +164,9 @@ async def _outcome(runtime: Runtime, database_url: str, fault: str, seconds: flo
         failed=await runtime.breached(),
         frozen=await runtime.frozen(),
         events=stats.events,
-        redelivered=stats.bridge.redelivered,
-        duplicate_commands=stats.bridge.duplicate_commands,
-        delivery_retries=stats.bridge.delivery_retries,
+        redelivered=stats.bridges[0].redelivered,
+        duplicate_commands=stats.bridges[0].duplicate_commands,
+        delivery_retries=stats.bridges[0].delivery_retries,
         fault=fault,
         seconds=round(seconds, 2),
     )

@@ -57,6 +57,7 @@ from actors.runtime import Runtime, RuntimeConfig
 from actors.shard import ShardCore
 from api.demo import Latency, latency_ms
 from bridge.codec import decode_messages
+from bridge.connections import EmbeddedConnection
 from bridge.events import DealEntry, DealExecuted, PriceTicked, Side
 from bridge.instruments import DEFAULT_INSTRUMENTS, Instrument
 from bridge.simulator import SIM_EPOCH_NS, SimulatorConfig
@@ -510,8 +511,7 @@ def runtime_config(options: Options, database_url: str, prefix: str) -> RuntimeC
         database_url=database_url,
         shards=options.shards,
         plan=DEFAULT_PLAN,
-        simulator=quiet,
-        bridge=WorkerConfig(connection=prefix),
+        connections=(EmbeddedConnection(name=prefix, simulator=quiet),),
     )
 
 
@@ -553,7 +553,7 @@ async def host_and_open(runtime: Runtime, script: Script, timeout_s: float) -> H
     hosted = rss_mib(pids)
     started = time.perf_counter()
     for i in range(0, len(script.setup), SETUP_CHUNK):
-        await runtime.server.inject.remote(script.setup[i : i + SETUP_CHUNK])
+        await runtime.cell().server.inject.remote(script.setup[i : i + SETUP_CHUNK])
     await drained(runtime, len(script.setup), timeout_s)
     # The burst starts from a quiet runtime: every shard's checkpoint holds the setup (saving
     # ~25,000 changed accounts per shard takes a second, which a burst would otherwise share).
@@ -604,7 +604,7 @@ async def news_burst(runtime: Runtime, script: Script, options: Options) -> Burs
         delay = started + i * PACE_S - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        await runtime.server.inject.remote(script.burst[a:b])
+        await runtime.cell().server.inject.remote(script.burst[a:b])
     injected_s = loop.time() - started
     settled = await drained(runtime, before.events + len(script.burst), options.settle_timeout_s)
     drain_s = loop.time() - started
@@ -654,7 +654,7 @@ async def judge(runtime: Runtime, script: Script) -> dict[str, Any]:
 
 async def peak_of(runtime: Runtime) -> PeakRss:
     shards = await pids_of(runtime.shards)
-    bridge, simulator = await pids_of([runtime.worker, runtime.server])
+    bridge, simulator = await pids_of([runtime.cell().worker, runtime.cell().server])
     return PeakRss(
         shards_mib=peak_rss_mib(shards),
         bridge_mib=peak_rss_mib([bridge]),
@@ -828,8 +828,8 @@ async def run(options: Options) -> Report:
         burst_seconds=options.burst_seconds,
         ticks_per_second=options.ticks_per_second,
         burst_symbols=list(BURST_SYMBOLS),
-        max_batch=WorkerConfig(connection="").max_batch,
-        requests_per_second=WorkerConfig(connection="").requests_per_second,
+        max_batch=WorkerConfig().max_batch,
+        requests_per_second=WorkerConfig().requests_per_second,
         sizes=sizes,
         actor_per_account=solo,
         goals=Goals(),

@@ -12,8 +12,8 @@ from aiohttp import web
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
 from api.app import create_app
+from bridge.connections import EmbeddedConnection
 from bridge.simulator import SimulatorConfig, SimulatorReport
-from bridge.worker import WorkerConfig
 from ledger.database import create_engine
 from ledger.journal import Journal
 from tests.conftest import eventually
@@ -34,8 +34,7 @@ async def runtime(database_url: str) -> AsyncIterator[Runtime]:
         database_url=database_url,
         shards=2,
         plan=DEFAULT_PLAN,
-        simulator=quiet,
-        bridge=WorkerConfig(connection="loop"),
+        connections=(EmbeddedConnection(name="loop", simulator=quiet),),
     )
     runtime = Runtime(config)
     await runtime.start(["t-1", "t-2"])
@@ -63,7 +62,7 @@ async def crash_eurusd(runtime: Runtime) -> None:
                 price=1.0851),
         message(type="tick", event_id="x:3", ts_ns=TS + 3, symbol="EURUSD", bid=1.0790, ask=1.0791),
     ]  # fmt: skip
-    await runtime.server.inject.remote(messages)
+    await runtime.cell().server.inject.remote(messages)
 
 
 async def test_breach_when_equity_crosses_daily_limit_then_platform_disables_account(
@@ -72,7 +71,7 @@ async def test_breach_when_equity_crosses_daily_limit_then_platform_disables_acc
     await crash_eurusd(runtime)
 
     async def report() -> SimulatorReport:
-        result: SimulatorReport = await runtime.server.report.remote()
+        result: SimulatorReport = await runtime.cell().server.report.remote()
         return result
 
     final = await eventually(report, lambda r: "t-1" in r.disabled)

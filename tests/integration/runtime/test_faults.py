@@ -23,6 +23,7 @@ from actors.shard import AccountView
 from bridge.circuit import BackoffConfig
 from bridge.codec import encode_batch
 from bridge.commands import OperateBalance
+from bridge.connections import EmbeddedConnection
 from bridge.events import BalanceKind
 from bridge.platform import DONE, AccountState, Faults, ServerConfig
 from bridge.simulator import NewsJump, SimulatorConfig, SimulatorReport
@@ -70,24 +71,28 @@ async def run(database_url: str, server: ServerConfig) -> Outcome:
         database_url=database_url,
         shards=2,
         plan=DEFAULT_PLAN,
-        simulator=MARKET,
-        server=server,
-        bridge=WorkerConfig(
-            connection="chaos", backoff=BACKOFF, retry_interval_s=0.01, request_timeout_s=2.0
+        connections=(
+            EmbeddedConnection(
+                name="chaos",
+                simulator=MARKET,
+                server=server,
+                bridge=WorkerConfig(backoff=BACKOFF, retry_interval_s=0.01, request_timeout_s=2.0),
+            ),
         ),
     )
     runtime = Runtime(config)
     await runtime.start(ACCOUNTS)
+    cell = runtime.cell()
     try:
-        codes = await runtime.worker.execute.remote(encode_batch(DEPOSITS))
+        codes = await cell.worker.execute.remote(encode_batch(DEPOSITS))
         assert codes == [DONE] * len(DEPOSITS)
-        assert await runtime.server.run_for.remote(120.0) > 3_000
+        assert await cell.server.run_for.remote(120.0) > 3_000
         assert await runtime.settle(120.0), "the run did not settle"
-        reconciled = await runtime.reconcile()  # through the faults too
+        reconciled = (await runtime.reconcile())["chaos"]  # through the faults too
         assert (reconciled.accounts, reconciled.errors, reconciled.mismatches) == (40, 0, [])
         views = {a: await runtime.account(a) for a in ACCOUNTS}
         # Asked through the bridge, faults and rate limit included.
-        states = [runtime.worker.account_state.remote(a) for a in ACCOUNTS]
+        states = [cell.worker.account_state.remote(a) for a in ACCOUNTS]
         platform = dict(zip(ACCOUNTS, await asyncio.gather(*states), strict=True))
         outcome = Outcome(
             views={a: v for a, v in views.items() if v is not None},
@@ -96,7 +101,7 @@ async def run(database_url: str, server: ServerConfig) -> Outcome:
             breached=await runtime.breached(),
             frozen=await runtime.frozen(),
             journal={},
-            bridge=(await runtime.stats()).bridge,
+            bridge=(await runtime.stats()).bridges[0],
         )
         await runtime.stop()
     finally:

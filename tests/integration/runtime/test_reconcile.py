@@ -13,10 +13,10 @@ from actors.runtime import Runtime, RuntimeConfig
 from actors.supervisor import Health
 from bridge.codec import encode_batch
 from bridge.commands import OperateBalance
+from bridge.connections import EmbeddedConnection
 from bridge.events import BalanceKind
 from bridge.platform import DONE, Faults, ServerConfig
 from bridge.simulator import SimulatorConfig
-from bridge.worker import WorkerConfig
 from ledger.database import create_engine
 from ledger.journal import Journal
 from tests.conftest import eventually
@@ -32,10 +32,12 @@ async def runtime(database_url: str) -> AsyncIterator[Runtime]:
         database_url=database_url,
         shards=2,
         plan=DEFAULT_PLAN,
-        simulator=QUIET,
-        # Every event the platform makes is lost on its way to us.
-        server=ServerConfig(faults=Faults(lost=1.0)),
-        bridge=WorkerConfig(connection="rec"),
+        connections=(
+            # Every event the platform makes is lost on its way to us.
+            EmbeddedConnection(
+                name="rec", simulator=QUIET, server=ServerConfig(faults=Faults(lost=1.0))
+            ),
+        ),
         reconcile=ReconcileConfig(interval_s=3600.0, recheck_after_s=0.05),
     )
     runtime = Runtime(config)
@@ -50,9 +52,9 @@ async def test_reconcile_when_a_deposit_event_was_lost_then_mismatch_journaled_a
     deposit = OperateBalance(
         command_id="dep-1", account_id="r-2", kind=BalanceKind.DEPOSIT, amount_cents=100_000
     )
-    assert await runtime.worker.execute.remote(encode_batch([deposit])) == [DONE]
+    assert await runtime.cell().worker.execute.remote(encode_batch([deposit])) == [DONE]
 
-    report = await runtime.reconcile()
+    report = (await runtime.reconcile())["rec"]
 
     assert report.rechecked == 1
     [found] = report.mismatches
@@ -61,7 +63,7 @@ async def test_reconcile_when_a_deposit_event_was_lost_then_mismatch_journaled_a
     assert found.detail == (
         "balance differs by +1000.00; equity differs by +1000.00 (tolerance 252.50)"
     )
-    assert (await runtime.reconciliation()).differing == [found]
+    assert (await runtime.reconciliation())["rec"].differing == [found]
     engine = create_engine(database_url)
     try:
         kinds = [e.kind for e in await Journal(engine).read(account_id="r-2")]

@@ -14,8 +14,8 @@ from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
 from actors.supervisor import Health
 from api.app import create_app
+from bridge.connections import EmbeddedConnection
 from bridge.simulator import SimulatorConfig
-from bridge.worker import WorkerConfig
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -31,8 +31,7 @@ async def runtime(sqlite_url: str) -> AsyncIterator[Runtime]:
         database_url=sqlite_url,
         shards=2,
         plan=DEFAULT_PLAN,
-        simulator=quiet,
-        bridge=WorkerConfig(connection="sup"),
+        connections=(EmbeddedConnection(name="sup", simulator=quiet),),
     )
     runtime = Runtime(config)
     await runtime.start([f"s-{i}" for i in range(20)])

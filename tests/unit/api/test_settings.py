@@ -30,7 +30,7 @@ def test_settings_when_nothing_configured_then_embedded_defaults() -> None:
     settings = load_settings()
 
     assert settings.database_url == "sqlite+aiosqlite:///var/propvisor.db"
-    assert settings.platform == "simulator"
+    assert [c.name for c in settings.pool()] == ["sim-1"]
     assert settings.shards == 0
     assert settings.ray_address is None
     assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8080)
@@ -120,3 +120,65 @@ def test_settings_when_config_env_points_nowhere_then_error_names_the_path(
 def test_settings_when_built_directly_then_unknown_arguments_are_rejected() -> None:
     with pytest.raises(pydantic.ValidationError, match="colour"):
         Settings(colour="red")  # type: ignore[call-arg]
+
+
+def test_settings_when_toml_lists_connections_then_the_pool_has_each(tmp_path: Path) -> None:
+    path = toml(
+        tmp_path,
+        """
+[[connections]]
+platform = "embedded"
+name = "sim-a"
+shards = 2
+
+[[connections]]
+platform = "matchtrader"
+name = "mtr-1"
+pushed = true
+
+[connections.matchtrader]
+server = "mtr"
+base_url = "https://broker.example"
+api_key = "k"
+system_uuid = "s"
+payment_gateway_uuid = "g"
+""",
+    )
+
+    pool = load_settings(path).pool()
+
+    assert [(c.name, type(c).__name__) for c in pool] == [
+        ("sim-a", "EmbeddedConnection"),
+        ("mtr-1", "MatchTraderConnection"),
+    ]
+    assert pool[0].shards == 2
+    assert pool[1].pushed
+    # Match-Trader publishes 500 requests/min: the worker's default limit
+    assert pool[1].worker().requests_per_second == pytest.approx(500 / 60)
+    assert pool[1].worker().connection == "mtr-1"
+
+
+@pytest.mark.parametrize(
+    ("table", "named"),
+    [
+        ('platform = "fix"\nname = "x"', "platform"),
+        ('platform = "mt5"\nname = "m"', "mt5"),
+        ('platform = "embedded"\nname = "a/b"', "name"),
+        ('platform = "embedded"\nname = "x"\nshard = 2', "shard"),
+    ],
+)
+def test_settings_when_a_connection_is_wrong_then_the_error_names_the_field(
+    tmp_path: Path, table: str, named: str
+) -> None:
+    path = toml(tmp_path, f"[[connections]]\n{table}\n")
+
+    with pytest.raises(pydantic.ValidationError, match=named):
+        load_settings(path)
+
+
+def test_settings_when_two_connections_share_a_name_then_refused(tmp_path: Path) -> None:
+    table = '[[connections]]\nplatform = "embedded"\nname = "same"\n'
+    path = toml(tmp_path, table * 2)
+
+    with pytest.raises(pydantic.ValidationError, match="repeated: \\['same'\\]"):
+        load_settings(path)

@@ -1,0 +1,149 @@
+"""The bridge pool's configuration: one entry per platform connection (one server, one credential).
+
+Each connection gets its own bridge worker, its own shards and its own reconciler (a cell, see
+`actors/supervisor.py`), so its prices, rate limit and circuit are its own and the rest of the
+system never asks which platform an account lives on. The `platform` field picks the adapter:
+
+- `embedded`: the platform simulator, run as an actor of this runtime (the demo and tests);
+- `simulated`: a simulator running elsewhere (`propvisor simulate`), over its HTTP API;
+- `mt5`, `ctrader`, `matchtrader`: the adapters in `bridge/adapters/` (tested against stubs only).
+
+With `pushed`, the connection's events come from the push inbox (`POST /ingest/v1/{name}/events`)
+instead of being pulled from the platform; commands and queries still go to the adapter.
+
+The worker's rate limit (`bridge`) defaults to the platform's published limit: cTrader Open API
+50 requests/s, Match-Trader Broker API 500 requests/min, and for MT5 (MetaQuotes publishes
+none) the adapter's configured rate. Credentials are configuration values (a TOML file or
+`PROPVISOR_*` variables kept outside the repository), never code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from bridge.adapters.ctrader import CTraderConfig, CTraderOpenApi
+from bridge.adapters.matchtrader import MatchTraderBrokerApi, MatchTraderConfig
+from bridge.adapters.mt5 import Mt5Config, Mt5WebApi
+from bridge.adapters.simulated import SimulatedPlatform
+from bridge.platform import Platform, ServerConfig, SimulatorConnection
+from bridge.pushed import PushedEvents
+from bridge.simulator import SimulatorConfig
+from bridge.worker import WorkerConfig
+
+
+class _Connection(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="platform"
+):
+    name: str  # our name for the connection: prefixes its actors, keys its push inbox
+    shards: int = 0  # its account shards; 0: the runtime's default
+    bridge: WorkerConfig | None = None  # the worker's tuning; None: the platform's own limit
+    pushed: bool = False  # events come from the push inbox, not from the platform
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"`name` must be non-empty and without '/', got {self.name!r}")
+        if self.shards < 0:
+            raise ValueError(f"`shards` must be 0 or more, got {self.shards}")
+
+    def published_rate(self) -> float:
+        """Requests per second the platform allows one connection."""
+        return WorkerConfig().requests_per_second
+
+    def worker(self) -> WorkerConfig:
+        """The bridge worker's configuration, named after the connection."""
+        base = self.bridge or WorkerConfig(requests_per_second=self.published_rate())
+        return msgspec.structs.replace(base, connection=self.name)
+
+
+class EmbeddedConnection(_Connection, frozen=True, kw_only=True, tag="embedded"):
+    """The platform simulator as an actor of this runtime."""
+
+    simulator: SimulatorConfig = SimulatorConfig()
+    server: ServerConfig = ServerConfig()  # its request limit, faults and clock
+
+
+class SimulatedConnection(_Connection, frozen=True, kw_only=True, tag="simulated"):
+    """A simulator in its own process (`propvisor simulate`), at `base_url`."""
+
+    base_url: str
+    timeout_s: float = 10.0
+
+
+class Mt5Connection(_Connection, frozen=True, kw_only=True, tag="mt5"):
+    mt5: Mt5Config
+
+    def published_rate(self) -> float:
+        return self.mt5.requests_per_second
+
+
+class CTraderConnection(_Connection, frozen=True, kw_only=True, tag="ctrader"):
+    ctrader: CTraderConfig
+
+    def published_rate(self) -> float:
+        return self.ctrader.requests_per_second
+
+
+class MatchTraderConnection(_Connection, frozen=True, kw_only=True, tag="matchtrader"):
+    matchtrader: MatchTraderConfig
+
+    def published_rate(self) -> float:
+        return self.matchtrader.requests_per_minute / 60
+
+
+Connection = (
+    EmbeddedConnection
+    | SimulatedConnection
+    | Mt5Connection
+    | CTraderConnection
+    | MatchTraderConnection
+)
+
+DEFAULT_CONNECTIONS: tuple[Connection, ...] = (EmbeddedConnection(name="sim-1"),)
+
+
+def parse_connections(raw: Any) -> tuple[Connection, ...]:
+    """Connections from plain data (a TOML array of tables); a `ValueError` names what is wrong."""
+    try:
+        connections = msgspec.convert(raw, tuple[Connection, ...])
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"connections: {exc}") from exc
+    check_names(connections)
+    return connections
+
+
+def check_names(connections: tuple[Connection, ...]) -> None:
+    if not connections:
+        raise ValueError("connections: at least one is needed")
+    names = [c.name for c in connections]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"connections: names must be unique, repeated: {repeated}")
+    # A simulator's name starts every event id it makes; ids must be unique across the pool.
+    servers = [c.simulator.server for c in connections if isinstance(c, EmbeddedConnection)]
+    repeated = sorted({n for n in servers if servers.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"connections: embedded simulators need distinct `simulator.server` names (they "
+            f"start every event id), repeated: {repeated}"
+        )
+
+
+def connect(connection: Connection, database_url: str, embedded: Any = None) -> Platform:
+    """The `Platform` for a connection. `embedded`: the simulator actor of an embedded one."""
+    inner: Platform
+    match connection:
+        case EmbeddedConnection():
+            if embedded is None:
+                raise ValueError(f"connection {connection.name!r} needs its simulator actor")
+            inner = SimulatorConnection(embedded)
+        case SimulatedConnection():
+            inner = SimulatedPlatform(connection.base_url, timeout_s=connection.timeout_s)
+        case Mt5Connection():
+            inner = Mt5WebApi(connection.mt5)
+        case CTraderConnection():
+            inner = CTraderOpenApi(connection.ctrader)
+        case MatchTraderConnection():
+            inner = MatchTraderBrokerApi(connection.matchtrader)
+    return PushedEvents(connection.name, database_url, inner) if connection.pushed else inner
