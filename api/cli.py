@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=int, default=8070, help="0 picks a free port")
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument(
+        "--server", default="sim-1", help="its name, which starts every event id (default: sim-1)"
+    )
+    simulate.add_argument(
         "--accounts", type=_non_negative_int, default=0, help="open acc-0 ... acc-(N-1), funded"
     )
     simulate.add_argument(
@@ -59,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--burst", type=_positive_int, help="default: a second's worth")
     simulate.add_argument(
         "--ticks-per-second", type=_non_negative_float, default=10.0, help="per symbol"
+    )
+    simulate.add_argument(
+        "--trades-per-minute",
+        type=_non_negative_float,
+        default=6.0,
+        help="per synthetic trader (0: the accounts only trade what is injected)",
     )
 
     db = commands.add_parser("db", help="database maintenance")
@@ -142,7 +151,12 @@ def _simulate(args: argparse.Namespace) -> int:
     from bridge import sim_http
     from bridge.simulator import SimulatorConfig
 
-    config = SimulatorConfig(seed=args.seed, ticks_per_second=args.ticks_per_second)
+    config = SimulatorConfig(
+        seed=args.seed,
+        server=args.server,
+        ticks_per_second=args.ticks_per_second,
+        trades_per_trader_per_minute=args.trades_per_minute,
+    )
     asyncio.run(
         sim_http.run(
             config,
