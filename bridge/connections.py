@@ -32,6 +32,8 @@ from bridge.pushed import PushedEvents
 from bridge.simulator import SimulatorConfig
 from bridge.worker import WorkerConfig
 
+MIN_SECRET_CHARS = 16
+
 
 class _Connection(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="platform"
@@ -40,12 +42,20 @@ class _Connection(
     shards: int = 0  # its account shards; 0: the runtime's default
     bridge: WorkerConfig | None = None  # the worker's tuning; None: the platform's own limit
     pushed: bool = False  # events come from the push inbox, not from the platform
+    push_secret: str | None = None  # pushed only: the HMAC key the platform signs with
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ValueError(f"`name` must be non-empty and without '/', got {self.name!r}")
         if self.shards < 0:
             raise ValueError(f"`shards` must be 0 or more, got {self.shards}")
+        if self.pushed and len(self.push_secret or "") < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"connection {self.name!r} is pushed: `push_secret` must be set, at least "
+                f"{MIN_SECRET_CHARS} characters"
+            )
+        if self.push_secret is not None and not self.pushed:
+            raise ValueError(f"connection {self.name!r}: `push_secret` is for pushed ones only")
 
     def published_rate(self) -> float:
         """Requests per second the platform allows one connection."""
@@ -128,6 +138,12 @@ def check_names(connections: tuple[Connection, ...]) -> None:
             f"connections: embedded simulators need distinct `simulator.server` names (they "
             f"start every event id), repeated: {repeated}"
         )
+
+
+def push_secrets(connections: tuple[Connection, ...]) -> dict[str, bytes]:
+    """The ingestion endpoint's keys (`api.ingest.IngestConfig.secrets`): one per pushed
+    connection."""
+    return {c.name: c.push_secret.encode() for c in connections if c.push_secret is not None}
 
 
 def connect(connection: Connection, database_url: str, embedded: Any = None) -> Platform:

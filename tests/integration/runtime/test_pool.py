@@ -1,21 +1,37 @@
 """The bridge pool: several platform connections in one runtime, each with its own shards,
 bridge worker, prices and reconciler; one of them a simulator in its own process, reached
-through its HTTP adapter like any real platform."""
+through its HTTP adapter like any real platform; and a connection whose events are pushed to the
+ingestion endpoint."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 import pytest
+from aiohttp import ClientSession, web
 
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
+from api.app import create_app
+from api.ingest import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    IngestConfig,
+    Ingestion,
+    add_ingestion,
+    sign,
+)
 from bridge.adapters.simulated import SimulatedPlatform
-from bridge.connections import EmbeddedConnection, SimulatedConnection
+from bridge.connections import EmbeddedConnection, SimulatedConnection, push_secrets
 from bridge.platform import ServerConfig
 from bridge.simulator import SimulatorConfig, SimulatorReport
 from bridge.worker import WorkerConfig
+from ledger.database import create_engine
+from ledger.inbox import Inbox
 from tests.conftest import eventually
 from tests.database import truncate_ledger
 from tests.processes import simulate
@@ -148,3 +164,74 @@ async def test_pool_when_one_server_crashes_then_only_its_accounts_breach_and_fr
     assert b1 is not None
     assert (b1.status, b1.frozen) == ("active", False)
     assert b1.equity == pytest.approx(100_000.0 - 100.0)  # the spread only, at pool-b's price
+
+
+PUSH_SECRET = "test-push-secret-not-a-real-one"
+
+
+async def relay(server: Any, url: str, answers: list[int]) -> None:
+    """The platform's push side: hand everything the simulator makes to the ingestion
+    endpoint, signed, again until it is taken (as a webhook sender retries)."""
+    async with ClientSession() as session:
+        while True:
+            batch: list[bytes] = await server.fetch.remote(1_000)
+            while batch:
+                body = b"[" + b",".join(batch) + b"]"
+                timestamp = str(int(time.time()))
+                headers = {
+                    TIMESTAMP_HEADER: timestamp,
+                    SIGNATURE_HEADER: sign(PUSH_SECRET.encode(), timestamp, body),
+                    "Content-Type": "application/json",
+                }
+                async with session.post(url, data=body, headers=headers) as response:
+                    answers.append(response.status)
+                    if response.status == 200:
+                        batch = []
+            await asyncio.sleep(0.02)
+
+
+async def test_pool_when_a_connection_is_pushed_then_its_events_come_through_ingestion(
+    migrated_postgres_url: str,
+) -> None:
+    await truncate_ledger(migrated_postgres_url)
+    connection = EmbeddedConnection(
+        name="push-a", simulator=quiet("push-a"), pushed=True, push_secret=PUSH_SECRET
+    )
+    config = RuntimeConfig(
+        database_url=migrated_postgres_url, shards=1, plan=DEFAULT_PLAN, connections=(connection,)
+    )
+    runtime = Runtime(config)
+    engine = create_engine(migrated_postgres_url)
+    app = create_app(runtime)
+    add_ingestion(
+        app, Ingestion(IngestConfig(secrets=push_secrets(config.connections)), Inbox(engine))
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    answers: list[int] = []
+    await runtime.start(["p-1", "p-2"])
+    server = runtime.cell().server
+    pushing = asyncio.create_task(
+        relay(server, f"http://{host}:{port}/ingest/v1/push-a/events", answers)
+    )
+    try:
+        await server.inject.remote(buy_eurusd("p-1", "p") + crash("p"))
+
+        async def frozen() -> list[str]:
+            return await runtime.frozen()
+
+        # The freeze went to the platform; its confirmation came back pushed, too.
+        assert await eventually(frozen, lambda f: f == ["p-1"]) == ["p-1"]
+        assert (await runtime.simulator_report()).disabled == ["p-1"]
+        assert await Inbox(engine).count("push-a") == 4  # tick, deal, tick, trading disabled
+        assert set(answers) == {200}
+        assert await runtime.breached() == ["p-1"]
+    finally:
+        pushing.cancel()
+        await asyncio.gather(pushing, return_exceptions=True)
+        await runtime.close()
+        await runner.cleanup()
+        await engine.dispose()
