@@ -76,6 +76,7 @@ from bridge.events import (
 from bridge.platform import (
     DONE,
     AccountState,
+    NotFound,
     OpenPosition,
     PlatformError,
     RateLimited,
@@ -117,6 +118,7 @@ _ERROR_NUMBERS = {
     "TRADING_DISABLED": 132,
     "TRADING_NOT_ALLOWED": 133,
 }
+_NOT_FOUND = frozenset(["CH_CTID_TRADER_ACCOUNT_NOT_FOUND"])
 UNKNOWN_ACCOUNT = 106  # CH_CTID_TRADER_ACCOUNT_NOT_FOUND: not in `accounts`
 _BOOKABLE = {BalanceKind.DEPOSIT, BalanceKind.WITHDRAWAL, BalanceKind.CORRECTION}
 _ALREADY_CLOSED = {"POSITION_NOT_FOUND", "POSITION_NOT_OPEN"}
@@ -162,6 +164,10 @@ class CTraderRefusal(Refused):
     def __init__(self, error_code: str, description: str) -> None:
         super().__init__(f"cTrader {error_code}: {description}")
         self.error_code = error_code
+
+
+class CTraderNotFound(CTraderRefusal, NotFound):
+    """The server has no such trader account."""
 
 
 # Wire shapes: the proto messages' JSON form, the fields we read (unknown fields ignored).
@@ -291,6 +297,8 @@ def _platform_error(error: _Error) -> PlatformError:
         return RateLimited(f"cTrader {error.error_code}: {error.description}", error.retry_after)
     if error.error_code in _TRANSIENT:
         return Unavailable(f"cTrader {error.error_code}: {error.description}")
+    if error.error_code in _NOT_FOUND:
+        return CTraderNotFound(error.error_code, error.description)
     return CTraderRefusal(error.error_code, error.description)
 
 
@@ -497,7 +505,8 @@ class CTraderOpenApi:
     def _ctid(self, account_id: str) -> int:
         ctid = self.config.accounts.get(account_id)
         if ctid is None:
-            raise Refused(f"cTrader: account {account_id} is not configured (`accounts`)")
+            # Not ours to ask about: for reconciliation, an account the platform cannot show.
+            raise NotFound(f"cTrader: account {account_id} is not configured (`accounts`)")
         return ctid
 
     # Names ------------------------------------------------------------------------------------

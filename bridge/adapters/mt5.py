@@ -84,6 +84,7 @@ from bridge.events import (
 from bridge.platform import (
     DONE,
     AccountState,
+    NotFound,
     OpenPosition,
     RateLimited,
     Refused,
@@ -99,6 +100,7 @@ MT_RET_OK = 0
 MT_RET_OK_NONE = 1
 MT_RET_ERR_PARAMS = 3
 MT_RET_ERR_FREQUENT = 12
+MT_RET_ERR_NOTFOUND = 13
 MT_RET_USR_LOGIN_EXIST = 3004
 _TRANSIENT = {7, 9, 10, 11, 15}  # network, time-out, no connection, no service, shutdown
 
@@ -147,6 +149,15 @@ class Mt5Refusal(Refused):
     def __init__(self, what: str, retcode: int) -> None:
         super().__init__(f"{what}: retcode {retcode}")
         self.retcode = retcode
+
+
+class Mt5NotFound(Mt5Refusal, NotFound):
+    """Retcode 13 `MT_RET_ERR_NOTFOUND`: the server has no such account (or deal, group...)."""
+
+
+def refusal(what: str, retcode: int) -> Mt5Refusal:
+    """The refusal of a read answered `retcode`: `NotFound` for 13, else `Mt5Refusal`."""
+    return (Mt5NotFound if retcode == MT_RET_ERR_NOTFOUND else Mt5Refusal)(what, retcode)
 
 
 class Cursor(msgspec.Struct, frozen=True):
@@ -400,7 +411,7 @@ class Mt5WebApi:
         """The answer of a read that must succeed (any retcode but 0 is refused)."""
         code, answer = await self._call("GET", path, params, decoder)
         if code != MT_RET_OK or answer is None:
-            raise Mt5Refusal(f"MT5 {path} {params}", code)
+            raise refusal(f"MT5 {path} {params}", code)
         return answer
 
     async def _read_list(
@@ -409,7 +420,7 @@ class Mt5WebApi:
         """A list read: "1 no data" (MT_RET_OK_NONE) or no answer is an empty list."""
         code, answer = await self._call("GET", path, params, decoder)
         if code not in (MT_RET_OK, MT_RET_OK_NONE):
-            raise Mt5Refusal(f"MT5 {path} {params}", code)
+            raise refusal(f"MT5 {path} {params}", code)
         return list(answer or [])
 
     # Events -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bridge.adapters._http import UNSUPPORTED
-from bridge.adapters.ctrader import CTraderConfig, CTraderOpenApi
+from bridge.adapters.ctrader import CTraderConfig, CTraderOpenApi, _Error, _platform_error
 from bridge.codec import decode_messages
 from bridge.commands import (
     CloseAllPositions,
@@ -21,7 +21,7 @@ from bridge.commands import (
     ProvisionAccount,
 )
 from bridge.events import BalanceKind, BalanceOperated, DealEntry, DealExecuted, Side
-from bridge.platform import DONE, RateLimited, Refused, Unavailable
+from bridge.platform import DONE, NotFound, RateLimited, Refused, Unavailable
 from tests.conftest import eventually
 from tests.unit.bridge.adapters.ctrader_stub import CTraderStub
 
@@ -358,3 +358,17 @@ async def test_command_when_account_not_configured_then_unknown_account_code(
     flat = CloseAllPositions(command_id="flat:x", account_id="999", reason="max_loss")
 
     assert await ctrader.adapter.execute([flat]) == [106]  # CH_CTID_TRADER_ACCOUNT_NOT_FOUND
+
+
+async def test_account_state_when_account_not_configured_then_not_found(ctrader: CTrader) -> None:
+    with pytest.raises(NotFound, match="not configured"):
+        await ctrader.adapter.account_state("999")
+
+
+def test_platform_error_when_server_has_no_such_trader_then_not_found() -> None:
+    found = _platform_error(_Error(error_code="CH_CTID_TRADER_ACCOUNT_NOT_FOUND", description="x"))
+    refused = _platform_error(_Error(error_code="ACCOUNT_NOT_AUTHORIZED", description="x"))
+
+    assert isinstance(found, NotFound)
+    assert isinstance(refused, Refused)
+    assert not isinstance(refused, NotFound)

@@ -19,7 +19,7 @@ from bridge.commands import (
     ProvisionAccount,
 )
 from bridge.events import BalanceKind, BalanceOperated, DealEntry, DealExecuted, Side
-from bridge.platform import DONE, RateLimited, Refused, Unavailable
+from bridge.platform import DONE, NotFound, RateLimited, Refused, Unavailable
 from tests.unit.bridge.adapters.mt5_stub import Mt5Stub
 
 T0_S = 1_772_442_000  # 2026-03-02T09:00:00Z
@@ -291,6 +291,12 @@ async def test_account_state_when_read_then_money_in_cents_and_group_currency(mt
         2_599_356,
     )
     assert (state.currency, state.enabled) == ("USD", True)
+
+
+async def test_account_state_when_login_does_not_exist_then_not_found(mt5: Mt5) -> None:
+    # Reconciliation reports such an account as missing on the platform, not as an error.
+    with pytest.raises(NotFound, match="retcode 13"):
+        await mt5.adapter.account_state("5999")
 
 
 async def test_positions_when_open_then_lots_and_profit_in_cents(mt5: Mt5) -> None:
