@@ -108,6 +108,16 @@ class Platform(Protocol):
 
 
 @runtime_checkable
+class BatchStates(Protocol):
+    """A platform with a batch call for account states (MT5's `/api/user/account/get_batch`):
+    the worker sends the account-state queries waiting together as one request."""
+
+    async def account_states(self, account_ids: Sequence[str]) -> list[AccountState]:
+        """The states of those of `account_ids` the platform has (the others are left out)."""
+        ...
+
+
+@runtime_checkable
 class Replayable(Protocol):
     """A platform whose events we read after a cursor we keep (the push inbox, `bridge/pushed.py`)
     rather than one that forgets what it handed over. The worker tells it which fetched batches
@@ -255,6 +265,10 @@ class SimulatorServer:
     async def account_state(self, account_id: str) -> AccountState | Failure:
         return await self._request(lambda: self._account_state(account_id))
 
+    async def account_states(self, account_ids: Sequence[str]) -> list[AccountState] | Failure:
+        """Several accounts in one request (one against the rate limit); unknown ones left out."""
+        return await self._request(lambda: self._account_states(account_ids))
+
     async def provision(self, account_ids: Sequence[str]) -> int:
         """Open accounts already funded (`PlatformSimulator.provision`); how many were new. A
         setup step, like `halt` and `inject`: outside the rate limit and the faults."""
@@ -367,6 +381,10 @@ class SimulatorServer:
             for position_id, p in self.sim.positions(account_id).items()
         ]
 
+    def _account_states(self, account_ids: Sequence[str]) -> list[AccountState]:
+        known = self.sim.accounts
+        return [self._account_state(a) for a in dict.fromkeys(account_ids) if a in known]
+
     def _account_state(self, account_id: str) -> AccountState:
         account = self.sim.account(account_id)
         return AccountState(
@@ -418,6 +436,12 @@ class SimulatorConnection:
 
     async def account_state(self, account_id: str) -> AccountState:
         answer: AccountState | Failure = await self.server.account_state.remote(account_id)
+        return _result(answer)
+
+    async def account_states(self, account_ids: Sequence[str]) -> list[AccountState]:
+        answer: list[AccountState] | Failure = await self.server.account_states.remote(
+            list(account_ids)
+        )
         return _result(answer)
 
 

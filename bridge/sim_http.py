@@ -4,6 +4,7 @@ gateway, rate limit and faults included.
 
     GET  /v1/events?max=N                               events, oldest first (a JSON array)
     POST /v1/commands                                   canonical commands -> a code for each
+    GET  /v1/accounts?ids=A,B,...                       the states of those that exist (a batch)
     GET  /v1/accounts/{account_id}                      its balance, credit, equity, enabled
     GET  /v1/accounts/{account_id}/positions            its open positions
     GET  /v1/accounts/{account_id}/history?since_ns=N   its deals and balance operations
@@ -37,6 +38,7 @@ from bridge.simulator import SimulatorConfig
 SERVER = web.AppKey("server", SimulatorServer)
 DEFAULT_BATCH = 1_000
 MAX_BATCH = 100_000
+MAX_IDS = 1_000  # accounts per batch request
 MAX_COMMANDS = 1_000
 MAX_NS = 2**63 - 1
 
@@ -67,6 +69,7 @@ def create_app(server: SimulatorServer) -> web.Application:
     app[SERVER] = server
     app.router.add_get("/v1/events", get_events)
     app.router.add_post("/v1/commands", post_commands)
+    app.router.add_get("/v1/accounts", get_accounts)
     app.router.add_get("/v1/accounts/{account_id}", get_account)
     app.router.add_get("/v1/accounts/{account_id}/positions", get_positions)
     app.router.add_get("/v1/accounts/{account_id}/history", get_history)
@@ -83,6 +86,16 @@ async def get_events(request: web.Request) -> web.Response:
 async def post_commands(request: web.Request) -> web.Response:
     commands = _decode(_commands, await request.read())
     return _answer(request, await request.app[SERVER].carry_out(commands), _ok)
+
+
+async def get_accounts(request: web.Request) -> web.Response:
+    text = request.query.get("ids", "")
+    ids = [part for part in text.split(",") if part]
+    if not 1 <= len(ids) <= MAX_IDS:
+        raise BadInput(
+            f"`ids` must list 1 to {MAX_IDS} account ids, comma-separated", {"parameter": "ids"}
+        )
+    return _answer(request, await request.app[SERVER].account_states(ids), _ok)
 
 
 async def get_account(request: web.Request) -> web.Response:

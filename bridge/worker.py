@@ -13,7 +13,8 @@ balance operations) waits for it; asking for a command id already waiting shares
 or a dropped connection goes back to its lanes and the sender backs off (`bridge/circuit.py`);
 after enough failures in a row the circuit opens and the health view says so. Queries (history,
 positions, account state) wait in the lowest lane, after every command, and go one per request
-through the same limit; the same query asked twice while it waits is sent once.
+through the same limit; the same query asked twice while it waits is sent once, and on a platform
+with a batch call (`BatchStates`) the account-state queries waiting together go as one request.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -40,6 +41,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.platform import (
     DONE,
     AccountState,
+    BatchStates,
     NotFound,
     OpenPosition,
     Platform,
@@ -91,6 +93,7 @@ class BridgeStats(msgspec.Struct, kw_only=True):
     queries: int = 0  # history, positions and account-state requests answered
     queries_coalesced: int = 0  # asked again while the same query was waiting: shared
     query_failures: int = 0  # query requests lost to a rate limit, 5xx or time-out, then retried
+    query_requests: int = 0  # requests that answered queries (a batch call answers several)
 
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,6 +107,7 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     backoff: BackoffConfig = BackoffConfig()
     ticks: TickLimits = TickLimits()
     commands_per_request: int = 100
+    states_per_request: int = 100  # account-state queries per request, where it has a batch call
     dedupe_window: int = 200_000
     max_retained: int = 256  # per shard; beyond it the shard is asked to checkpoint first
 
@@ -117,10 +121,14 @@ class Ack(Protocol):
 
 class Query:
     """A question for the platform (history, positions, account state), waiting in the lowest
-    lane: it goes after every command, through the same rate limit, one per request."""
+    lane: it goes after every command, through the same rate limit, one per request (or several
+    account states in one, where the platform has a batch call)."""
 
     def __init__(
-        self, key: Hashable, ask: Callable[[Platform], Awaitable[Any]], future: asyncio.Future[Any]
+        self,
+        key: tuple[Any, ...],
+        ask: Callable[[Platform], Awaitable[Any]],
+        future: asyncio.Future[Any],
     ) -> None:
         self.key, self.ask, self.future = key, ask, future
         self.callers = 0  # when the last one gives up, the query is not sent
@@ -162,7 +170,7 @@ class BridgeWorker:
         self.commands_seen: LRUCache[str, None] = LRUCache(maxsize=config.dedupe_window)
         self.queued: set[str] = set()
         self.waiters: dict[str, list[asyncio.Future[int]]] = {}  # callers of `execute`, by id
-        self.asked: dict[Hashable, Query] = {}  # queries waiting, by what they ask
+        self.asked: dict[tuple[Any, ...], Query] = {}  # queries waiting, by what they ask
         self.breaker = Breaker(config.backoff)
         self.ticks = TickGuard(config.ticks)
         self.refused_ticks: LRUCache[str, str] = LRUCache(maxsize=10_000)  # event id -> why
@@ -460,7 +468,7 @@ class BridgeWorker:
         )
         return answer
 
-    async def _query(self, key: Hashable, ask: Callable[[Platform], Awaitable[T]]) -> T:
+    async def _query(self, key: tuple[Any, ...], ask: Callable[[Platform], Awaitable[T]]) -> T:
         """Queue a query after every command, or share the same one while it waits (once sent,
         a new caller asks again: its answer may not predate the question). A rate limit, 5xx or
         time-out is retried with backoff, as for commands; a refusal (no such account, expired
@@ -532,7 +540,7 @@ class BridgeWorker:
                     self.lanes.put_nowait(first)  # a command came during the wait: it goes first
                     batch.append(command)
                 else:
-                    await self._ask(first[2])
+                    await self._ask([first[2], *self._more_states(first[2])])
                     continue
                 while len(batch) < self.config.commands_per_request and (
                     command := self._next_command()
@@ -554,34 +562,80 @@ class BridgeWorker:
             return None
         return item[2]
 
-    async def _ask(self, query: Query) -> None:
-        """Send one query; answer its callers, or queue it again after a failure."""
-        self.asked.pop(query.key, None)  # from now on, a new caller asks anew
-        if query.future.done():  # every caller gave up
-            self.unsent -= 1
+    def _more_states(self, first: Query) -> list[Query]:
+        """On a platform with a batch call, the account-state queries waiting right after
+        `first` (an account-state query too), to ride in its request."""
+        more: list[Query] = []
+        if not (isinstance(self.platform, BatchStates) and first.key[0] == "account_state"):
+            return more
+        while len(more) + 1 < self.config.states_per_request and not self.lanes.empty():
+            item = self.lanes.get_nowait()
+            self.lanes.task_done()  # counted from here by the request it joins
+            query = item[2]
+            if not (isinstance(query, Query) and query.key[0] == "account_state"):
+                self.lanes.put_nowait(item)  # not one of them: it keeps its place
+                break
+            more.append(query)
+        return more
+
+    async def _ask(self, queries: list[Query]) -> None:
+        """Send one request for `queries` (several: account states in one batch call); answer
+        their callers, or queue them again after a failure."""
+        live = self._wanted(queries)
+        if not live:
             return
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
-                answer = await query.ask(self.platform)
-        except NotFound as exc:  # that query's answer: the connection works
+                answers = await self._answers(live)
+        except NotFound as exc:  # the queries' answer: the connection works
             self.breaker.succeeded()
-            self._answer(query, exc)
+            answers = [exc] * len(live)
         except Refused as exc:  # credentials, most likely: commands would fail too
             self.stats_.refused += 1
             self.breaker.failed(f"Refused: {exc}")
-            self._answer(query, exc)
+            answers = [exc] * len(live)
         except asyncio.CancelledError:
-            query.future.cancel()  # the worker is stopping: its callers are told
+            for query in live:
+                query.future.cancel()  # the worker is stopping: its callers are told
             raise
         except Exception as exc:
-            self.stats_.query_failures += 1
-            self._failed(exc)
-            self.asked.setdefault(query.key, query)
-            self.lanes.put_nowait((int(Lane.HISTORY), next(self.order), query))
+            self._requeue_queries(live, exc)
+            return
         else:
             self.breaker.succeeded()
-            self.stats_.queries += 1
+            self.stats_.queries += len(live)
+        self.stats_.query_requests += 1
+        for query, answer in zip(live, answers, strict=True):
             self._answer(query, answer)
+
+    def _wanted(self, queries: list[Query]) -> list[Query]:
+        """Those of `queries` someone still waits for (the others are dropped unsent)."""
+        live: list[Query] = []
+        for query in queries:
+            self.asked.pop(query.key, None)  # from now on, a new caller asks anew
+            if query.future.done():  # every caller gave up
+                self.unsent -= 1
+            else:
+                live.append(query)
+        return live
+
+    def _requeue_queries(self, queries: list[Query], exc: Exception) -> None:
+        """A query request lost to a rate limit, 5xx or time-out: back to the lane, to share
+        with any new caller again."""
+        self.stats_.query_failures += len(queries)
+        self._failed(exc)
+        for query in queries:
+            self.asked.setdefault(query.key, query)
+            self.lanes.put_nowait((int(Lane.HISTORY), next(self.order), query))
+
+    async def _answers(self, queries: list[Query]) -> list[Any]:
+        """One request's answers, one per query (an account the batch left out: `NotFound`)."""
+        if len(queries) == 1:
+            return [await queries[0].ask(self.platform)]
+        assert isinstance(self.platform, BatchStates)
+        ids = [query.key[1] for query in queries]
+        found = {state.account_id: state for state in await self.platform.account_states(ids)}
+        return [found.get(a) or NotFound(f"no account {a!r} on the platform") for a in ids]
 
     def _answer(self, query: Query, answer: Any) -> None:
         self.unsent -= 1

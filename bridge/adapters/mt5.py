@@ -225,6 +225,7 @@ class _User(msgspec.Struct, frozen=True, rename="pascal"):
 
 
 class _Account(msgspec.Struct, frozen=True, rename="pascal"):
+    login: int = 0
     balance: float = 0.0
     credit: float = 0.0
     equity: float = 0.0
@@ -252,6 +253,8 @@ _deals = _decoder(_Envelope[list[_Deal]])
 _positions = _decoder(_Envelope[list[_Position]])
 _user = _decoder(_Envelope[_User])
 _account = _decoder(_Envelope[_Account])
+_accounts = _decoder(_Envelope[list[_Account]])
+_users = _decoder(_Envelope[list[_User]])
 _group = _decoder(_Envelope[_Group])
 _ticket = _decoder(_Envelope[_Ticket])
 _request_id = _decoder(_Envelope[_RequestId])
@@ -415,10 +418,18 @@ class Mt5WebApi:
         return answer
 
     async def _read_list(
-        self, path: str, params: dict[str, Any], decoder: msgspec.json.Decoder[Any]
+        self,
+        path: str,
+        params: dict[str, Any],
+        decoder: msgspec.json.Decoder[Any],
+        *,
+        missing_ok: bool = False,
     ) -> list[Any]:
-        """A list read: "1 no data" (MT_RET_OK_NONE) or no answer is an empty list."""
+        """A list read: "1 no data" (MT_RET_OK_NONE) or no answer is an empty list; so is "13
+        not found" with `missing_ok` (a batch of logins none of which exists)."""
         code, answer = await self._call("GET", path, params, decoder)
+        if code == MT_RET_ERR_NOTFOUND and missing_ok:
+            return []
         if code not in (MT_RET_OK, MT_RET_OK_NONE):
             raise refusal(f"MT5 {path} {params}", code)
         return list(answer or [])
@@ -517,7 +528,28 @@ class Mt5WebApi:
 
     async def account_state(self, account_id: str) -> AccountState:
         account = await self._read("/api/user/account/get", {"login": account_id}, _account)
-        user = await self._user(account_id)
+        return await self._state(account_id, account, await self._user(account_id))
+
+    async def account_states(self, account_ids: Sequence[str]) -> list[AccountState]:
+        """`BatchStates`: two requests for many logins (`/api/user/account/get_batch` and
+        `/api/user/get_batch`); a login the server does not have is left out."""
+        logins = ",".join(a for a in dict.fromkeys(account_ids) if a.isdigit())
+        if not logins:
+            return []
+        accounts = await self._read_list(
+            "/api/user/account/get_batch", {"login": logins}, _accounts, missing_ok=True
+        )
+        users = await self._read_list(
+            "/api/user/get_batch", {"login": logins}, _users, missing_ok=True
+        )
+        by_login = {str(user.login): user for user in users}
+        return [
+            await self._state(str(a.login), a, by_login[str(a.login)])
+            for a in accounts
+            if str(a.login) in by_login
+        ]
+
+    async def _state(self, account_id: str, account: _Account, user: _User) -> AccountState:
         enabled = bool(user.rights & USER_RIGHT_ENABLED) and not (
             user.rights & USER_RIGHT_TRADE_DISABLED
         )

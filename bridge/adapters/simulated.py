@@ -28,6 +28,7 @@ _raw_items = msgspec.json.Decoder(list[msgspec.Raw])
 _codes = msgspec.json.Decoder(list[int])
 _positions = msgspec.json.Decoder(list[OpenPosition])
 _state = msgspec.json.Decoder(AccountState)
+_states = msgspec.json.Decoder(list[AccountState])
 _report = msgspec.json.Decoder(SimulatorReport)
 
 
@@ -86,6 +87,11 @@ class SimulatedPlatform:
     async def account_state(self, account_id: str) -> AccountState:
         return _read(_state, await self._call("GET", ("accounts", account_id)))
 
+    async def account_states(self, account_ids: Sequence[str]) -> list[AccountState]:
+        """`BatchStates`: one request for many accounts (unknown ones are left out)."""
+        body = await self._call("GET", ("accounts",), params={"ids": ",".join(account_ids)})
+        return _read(_states, body)
+
     async def report(self) -> SimulatorReport:
         """The simulator's report: its ground truth, and the requests it answered 429."""
         return _read(_report, await self._call("GET", ("report",)))
@@ -99,7 +105,7 @@ class SimulatedPlatform:
         method: str,
         path: Sequence[str],
         *,
-        params: Mapping[str, int] | None = None,
+        params: Mapping[str, int | str] | None = None,
         body: bytes | None = None,
     ) -> bytes:
         """One request; its answer's body, or the protocol's error."""

@@ -218,13 +218,31 @@ async def test_commands_when_body_invalid_then_400_problem_naming_the_field(
     assert [error["pointer"] for error in problem["errors"]] == [pointer]
 
 
-@pytest.mark.parametrize("path", ["/v1/events?max=x", "/v1/events?max=0"])
-async def test_events_when_max_invalid_then_400_problem_naming_the_parameter(path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [("/v1/events?max=x", "max"), ("/v1/events?max=0", "max"), ("/v1/accounts?ids=,", "ids"),
+     ("/v1/accounts", "ids"), ("/v1/accounts?ids=" + ",".join(["a"] * 1001), "ids")],
+)  # fmt: skip
+async def test_query_parameter_when_invalid_then_400_problem_naming_it(
+    path: str, parameter: str
+) -> None:
     status, content_type, problem = await problem_for("GET", path)
 
     assert (status, content_type) == (400, "application/problem+json")
-    assert problem["errors"][0]["parameter"] == "max"
-    assert "max" in problem["detail"]
+    assert problem["errors"][0]["parameter"] == parameter
+    assert parameter in problem["detail"]
+
+
+async def test_account_states_when_batch_asked_then_one_request_and_unknown_ones_left_out() -> None:
+    async with simulated(requests_per_second=1.0, burst=1) as (client, server):
+        server.sim.provision(["a", "b"])
+
+        states = await client.account_states(["b", "nobody", "a", "b"])
+
+        assert [s.account_id for s in states] == ["b", "a"]
+        assert states[1] == server._account_state("a")
+        with pytest.raises(RateLimited):  # that was one request: the only token is spent
+            await client.account_states(["a"])
 
 
 async def test_http_when_path_unknown_then_404_problem() -> None:

@@ -151,3 +151,61 @@ async def test_query_when_credentials_are_refused_then_caller_told_and_circuit_c
         stop(worker)
     assert worker.breaker.failures == 1
     assert (await worker.stats()).refused == 1
+
+
+class BatchPlatform(AskedPlatform):
+    """Has a batch call for account states; knows only the accounts in `known`."""
+
+    def __init__(self, known: set[str], query_failures: Sequence[Exception] = ()) -> None:
+        super().__init__(query_failures)
+        self.known = known
+
+    async def account_states(self, account_ids: Sequence[str]) -> list[AccountState]:
+        self.log.append("states:" + ",".join(account_ids))
+        if self.query_failures:
+            raise self.query_failures.pop(0)
+        return [state(a) for a in account_ids if a in self.known]
+
+
+async def test_states_when_platform_has_a_batch_call_then_waiting_ones_share_one_request() -> None:
+    platform = BatchPlatform(known={"a", "b", "c", "d"})
+    worker = await started(platform, requests_per_second=20.0, burst=1, states_per_request=3)
+    try:
+        await worker.limiter.acquire()  # the bucket is empty: everything below queues
+        asked = [asyncio.ensure_future(worker.account_state(a)) for a in "abcdx"]
+        history = asyncio.ensure_future(worker.history("e", 0))
+        answers = await asyncio.gather(*asked, history, return_exceptions=True)
+    finally:
+        stop(worker)
+    # At most 3 per request, in the order asked; the history query keeps its own request.
+    assert platform.log == ["states:a,b,c", "states:d,x", "history:e:0"]
+    assert answers[:4] == [state(a) for a in "abcd"]
+    assert isinstance(answers[4], NotFound)  # left out of the batch: no such account
+    assert "'x'" in str(answers[4])
+    stats = await worker.stats()
+    assert (stats.queries, stats.query_requests) == (6, 3)
+
+
+async def test_states_when_a_batch_request_fails_then_every_query_in_it_is_retried() -> None:
+    platform = BatchPlatform(known={"a", "b"}, query_failures=[Unavailable("503")])
+    worker = await started(platform, requests_per_second=20.0, burst=1)
+    try:
+        await worker.limiter.acquire()
+        asked = [asyncio.ensure_future(worker.account_state(a)) for a in "ab"]
+        assert await asyncio.gather(*asked) == [state("a"), state("b")]
+    finally:
+        stop(worker)
+    assert platform.log == ["states:a,b", "states:a,b"]
+    assert (await worker.stats()).query_failures == 2
+
+
+async def test_states_when_platform_has_no_batch_call_then_one_request_each() -> None:
+    platform = AskedPlatform()
+    worker = await started(platform, requests_per_second=20.0, burst=1)
+    try:
+        await worker.limiter.acquire()
+        asked = [asyncio.ensure_future(worker.account_state(a)) for a in "ab"]
+        assert await asyncio.gather(*asked) == [state("a"), state("b")]
+    finally:
+        stop(worker)
+    assert platform.log == ["state:a", "state:b"]

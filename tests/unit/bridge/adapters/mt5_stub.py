@@ -5,8 +5,9 @@ It reproduces what the adapter relies on: the two-step challenge login (`/api/au
 shaped `{"retcode": "<code> <text>", "answer": ...}` with every number as a string, the
 documented retcodes (0 Done, 3 invalid parameters, 12 too frequent requests, 13 not found,
 3004 account exists, 10019 no money), and the user, deal, position, balance and dealer
-endpoints. A wrong login answer gets HTTP 403 (what integrators report of real servers).
-Deal times are server time; the stub's server clock is UTC unless a test says otherwise.
+endpoints, with the `get_batch` reads of several logins. A wrong login answer gets HTTP 403
+(what integrators report of real servers). Deal times are server time; the stub's server clock
+is UTC unless a test says otherwise.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Mt5Stub:
         self.too_frequent = 0  # answer this many next requests with retcode 12
         self.http_status: int | None = None  # answer every request with this status
         self.delay_s = 0.0
+        self.paths: list[str] = []  # every request's path, in order
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.faults, self.session])
@@ -67,6 +69,8 @@ class Mt5Stub:
             "/api/user/get": self.user_get,
             "/api/user/update": self.user_update,
             "/api/user/account/get": self.account_get,
+            "/api/user/account/get_batch": self.account_get_batch,
+            "/api/user/get_batch": self.user_get_batch,
             "/api/group/get": self.group_get,
             "/api/trade/balance": self.trade_balance,
             "/api/deal/get_batch": self.deal_get_batch,
@@ -142,6 +146,7 @@ class Mt5Stub:
 
     @web.middleware
     async def faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.paths.append(request.path)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.http_status is not None:
@@ -227,6 +232,19 @@ class Mt5Stub:
     async def account_get(self, request: web.Request) -> web.Response:
         account = self.accounts.get(request.query.get("login", ""))
         return done(account) if account else failed("13 Not found")
+
+    async def account_get_batch(self, request: web.Request) -> web.Response:
+        return self._batch(self.accounts, request)
+
+    async def user_get_batch(self, request: web.Request) -> web.Response:
+        return self._batch(self.users, request)
+
+    def _batch(self, records: dict[str, Record], request: web.Request) -> web.Response:
+        """The records of the listed logins that exist; "13 Not found" if none does (what
+        MetaQuotes' single reads answer; the adapter reads an empty answer the same way)."""
+        logins = request.query.get("login", "").split(",")
+        found = [records[login] for login in logins if login in records]
+        return done(found) if found else failed("13 Not found")
 
     async def group_get(self, request: web.Request) -> web.Response:
         group = self.groups.get(request.query.get("group", ""))

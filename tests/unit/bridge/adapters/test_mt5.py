@@ -9,7 +9,7 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bridge.adapters.mt5 import Mt5Config, Mt5WebApi, ServerClock
+from bridge.adapters.mt5 import USER_RIGHT_TRADE_DISABLED, Mt5Config, Mt5WebApi, ServerClock
 from bridge.codec import decode_messages
 from bridge.commands import (
     CloseAllPositions,
@@ -291,6 +291,25 @@ async def test_account_state_when_read_then_money_in_cents_and_group_currency(mt
         2_599_356,
     )
     assert (state.currency, state.enabled) == ("USD", True)
+
+
+async def test_account_states_when_batch_read_then_two_requests_and_unknown_logins_left_out(
+    mt5: Mt5,
+) -> None:
+    mt5.stub.add_user("5012", balance=26_000.0)
+    mt5.stub.add_user("5013", balance=100.0, rights=0x163 | USER_RIGHT_TRADE_DISABLED)
+    mt5.stub.accounts["5012"].update(Equity="25993.56")
+
+    states = await mt5.adapter.account_states(["5012", "5999", "5013", "not-a-login"])
+
+    asked = [p for p in mt5.stub.paths if not p.startswith("/api/auth/")]
+    assert asked == ["/api/user/account/get_batch", "/api/user/get_batch", "/api/group/get"]
+    assert [(s.account_id, s.equity_cents, s.enabled) for s in states] == [
+        ("5012", 2_599_356, True),
+        ("5013", 10_000, False),
+    ]
+    assert states[0] == await mt5.adapter.account_state("5012")  # the same reading as one by one
+    assert await mt5.adapter.account_states(["5998", "5999"]) == []
 
 
 async def test_account_state_when_login_does_not_exist_then_not_found(mt5: Mt5) -> None:
