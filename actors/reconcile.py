@@ -36,7 +36,7 @@ from actors.events import ReconciliationMismatch
 from actors.shard import Money
 from actors.shard_actor import journal_record
 from bridge.liveness import Pulse, pulse
-from bridge.platform import AccountState, NotFound
+from bridge.platform import AccountState, NotFound, Refused
 from bridge.worker import Placement
 from ledger.database import create_engine
 from ledger.journal import Journal
@@ -50,7 +50,7 @@ class ReconcileConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     balance_tolerance_cents: int = 0
     equity_tolerance_pct: float = 0.25  # of the balance
     recheck_after_s: float = 2.0  # a difference is read again after this before it counts
-    in_flight: int = 32  # platform queries waiting at once (the bridge's limit paces them)
+    in_flight: int = 100  # accounts asked about at once (the bridge's limit paces them)
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0 or self.query_timeout_s <= 0:
@@ -230,7 +230,7 @@ class Reconciler:
         for start in range(0, len(account_ids), step):
             chunk = account_ids[start : start + step]
             before = await self._ours(chunk)
-            answers = await asyncio.gather(*(self._theirs(a, errors) for a in chunk))
+            answers = await self._theirs(chunk, errors)
             after = await self._ours(chunk)
             for account_id, theirs in zip(chunk, answers, strict=True):
                 if account_id in errors or account_id not in before or account_id not in after:
@@ -241,19 +241,32 @@ class Reconciler:
                     found.append(last)
         return found
 
-    async def _theirs(self, account_id: str, errors: set[str]) -> AccountState | None:
-        """The platform's state of the account; None if it has no such account."""
-        errors.discard(account_id)
+    async def _theirs(
+        self, account_ids: Sequence[str], errors: set[str]
+    ) -> list[AccountState | None]:
+        """The platform's state of each account, asked together (a platform with a batch call
+        answers them in a few requests); None if it has no such account. An account it could
+        not be asked about is added to `errors`."""
+        errors.difference_update(account_ids)
         try:
             async with asyncio.timeout(self.config.query_timeout_s):
-                state: AccountState = await self.worker.account_state.remote(account_id)
-            return state
-        except NotFound:
-            return None
-        except Exception as exc:  # a time-out, a refusal (credentials), the worker restarting
-            log.warning("could not read %s from the platform: %r", account_id, exc)
-            errors.add(account_id)
-            return None
+                answers: list[AccountState | Refused] = await self.worker.account_states.remote(
+                    list(account_ids)
+                )
+        except Exception as exc:  # a time-out, the worker restarting
+            log.warning("could not read %d accounts from the platform: %r", len(account_ids), exc)
+            errors.update(account_ids)
+            return [None] * len(account_ids)
+        found: list[AccountState | None] = []
+        for account_id, answer in zip(account_ids, answers, strict=True):
+            if isinstance(answer, AccountState):
+                found.append(answer)
+                continue
+            if not isinstance(answer, NotFound):  # a refusal: credentials, most likely
+                log.warning("could not read %s from the platform: %r", account_id, answer)
+                errors.add(account_id)
+            found.append(None)
+        return found
 
     async def _record(self, mismatches: list[Difference], at_ns: int) -> None:
         if not mismatches:

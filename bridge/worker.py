@@ -468,6 +468,18 @@ class BridgeWorker:
         )
         return answer
 
+    async def account_states(self, account_ids: Sequence[str]) -> list[AccountState | Refused]:
+        """Each account's state, asked at once (so that on a platform with a batch call they
+        share requests); for an account the platform refused, its refusal (`NotFound`: no
+        such account)."""
+        answers = await asyncio.gather(
+            *(self.account_state(a) for a in account_ids), return_exceptions=True
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, Refused):
+                raise answer
+        return answers  # type: ignore[return-value]  # only states and refusals are left
+
     async def _query(self, key: tuple[Any, ...], ask: Callable[[Platform], Awaitable[T]]) -> T:
         """Queue a query after every command, or share the same one while it waits (once sent,
         a new caller asks again: its answer may not predate the question). A rate limit, 5xx or

@@ -91,7 +91,18 @@ class FakeWorker:
     def __init__(self, answers: dict[str, int | Exception | None]) -> None:
         self.answers = answers
         self.asked: list[str] = []
-        self.account_state = Remote(self._account_state)
+        self.account_states = Remote(self._account_states)
+
+    async def _account_states(self, account_ids: list[str]) -> list[AccountState | Exception]:
+        """As `BridgeWorker.account_states`: asked together, a refusal is that account's
+        answer, anything else fails the call."""
+        answers = await asyncio.gather(
+            *(self._account_state(a) for a in account_ids), return_exceptions=True
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, Refused):
+                raise answer
+        return answers  # type: ignore[return-value]
 
     async def _account_state(self, account_id: str) -> AccountState:
         self.asked.append(account_id)
@@ -167,19 +178,35 @@ async def test_pass_when_a_mismatch_persists_then_journaled_once_and_cleared_whe
     await found.close()
 
 
-async def test_pass_when_platform_refuses_or_does_not_answer_then_errors_not_mismatches(
-    migrated_sqlite: str,
-) -> None:
-    shard = FakeShard({"gone": 10_000_000, "locked": 10_000_000, "slow": 10_000_000})
+async def test_pass_when_platform_refuses_then_error_not_mismatch(migrated_sqlite: str) -> None:
+    shard = FakeShard({"gone": 10_000_000, "locked": 10_000_000, "fine": 10_000_000})
     worker = FakeWorker(
-        {"gone": NotFound("no account"), "locked": Refused("401 session expired"), "slow": None}
+        {
+            "gone": NotFound("no account"),
+            "locked": Refused("401 session expired"),
+            "fine": 10_000_000,
+        }
     )
     found = reconciler(shard, worker, migrated_sqlite)
 
     report = await found.run_pass()
 
-    # No such account on the platform is a mismatch; a refusal or a time-out is not known yet.
+    # No such account on the platform is a mismatch; a refusal is not known yet.
     assert [(d.account_id, d.detail) for d in report.mismatches] == [
         ("gone", "the platform has no such account")
     ]
-    assert report.errors == 2
+    assert report.errors == 1
+    assert set(worker.asked) == {"fine", "gone", "locked"}  # "gone" twice: rechecked
+
+
+async def test_pass_when_platform_does_not_answer_then_the_accounts_asked_with_it_are_errors(
+    migrated_sqlite: str,
+) -> None:
+    # Asked together (a batch call answers them at once): a time-out leaves all of them unknown.
+    shard = FakeShard({"gone": 10_000_000, "slow": 10_000_000})
+    worker = FakeWorker({"gone": NotFound("no account"), "slow": None})
+    found = reconciler(shard, worker, migrated_sqlite)
+
+    report = await found.run_pass()
+
+    assert (report.mismatches, report.errors) == ([], 2)

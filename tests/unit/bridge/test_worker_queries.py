@@ -209,3 +209,16 @@ async def test_states_when_platform_has_no_batch_call_then_one_request_each() ->
     finally:
         stop(worker)
     assert platform.log == ["state:a", "state:b"]
+
+
+async def test_account_states_when_asked_together_then_one_batch_and_refusals_in_place() -> None:
+    platform = BatchPlatform(known={"a", "c"})
+    worker = await started(platform)
+    try:
+        answers = await worker.account_states(["a", "x", "c"])
+    finally:
+        stop(worker)
+    assert platform.log == ["states:a,x,c"]  # asked at once, so in one request
+    assert answers[0] == state("a")
+    assert isinstance(answers[1], NotFound)
+    assert answers[2] == state("c")
