@@ -114,6 +114,20 @@ class ReconciliationMismatch(DomainEvent, frozen=True, kw_only=True, tag="reconc
     detail: str
 
 
+class VerdictUnconfirmed(DomainEvent, frozen=True, kw_only=True, tag="verdict_unconfirmed"):
+    """The end-of-day replay of the platform's deals disagrees with our verdict on the account
+    (`actors/endofday.py`): `verdict` is `missed` (a proven loss-limit crossing we never failed
+    the account for) or `late` (proven earlier than our breach); or events the platform
+    recorded were never applied (`missing`, their ids). `caused_by`: the event of the proof."""
+
+    verdict: str
+    rule: str | None
+    equity: float | None
+    floor: float | None
+    missing: list[str]
+    detail: str
+
+
 AnyDomainEvent = (
     RuleBreached
     | RuleProgressed

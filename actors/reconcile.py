@@ -32,9 +32,13 @@ import ray
 from ray.util.metrics import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actors.events import ReconciliationMismatch
-from actors.shard import Money
+from actors.endofday import DayReport, DayVerdict, judge, limits_of, opening, replay
+from actors.events import ReconciliationMismatch, VerdictUnconfirmed
+from actors.plans import Plan
+from actors.shard import AccountView, Money
 from actors.shard_actor import journal_record
+from bridge.codec import decode_messages
+from bridge.events import AnyPlatformEvent, BalanceOperated, DealExecuted
 from bridge.liveness import Pulse, pulse
 from bridge.platform import AccountState, NotFound, Refused
 from bridge.worker import Placement
@@ -51,6 +55,8 @@ class ReconcileConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     equity_tolerance_pct: float = 0.25  # of the balance
     recheck_after_s: float = 2.0  # a difference is read again after this before it counts
     in_flight: int = 100  # accounts asked about at once (the bridge's limit paces them)
+    end_of_day: bool = True  # replay the deals once a day (`actors/endofday.py`)
+    end_of_day_grace_s: float = 600.0  # after the day boundary: late records have arrived
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0 or self.query_timeout_s <= 0:
@@ -59,6 +65,8 @@ class ReconcileConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
             raise ValueError("need recheck_after_s >= 0 and in_flight >= 1")
         if self.balance_tolerance_cents < 0 or self.equity_tolerance_pct < 0:
             raise ValueError("tolerances cannot be negative")
+        if self.end_of_day_grace_s < 0:
+            raise ValueError("need end_of_day_grace_s >= 0")
 
 
 class Difference(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,8 +140,11 @@ class Reconciler:
         placement: Placement,
         worker: Any,
         database_url: str,
+        plans: Sequence[Plan] = (),
     ) -> None:
         self.config = config
+        self.plans = {plan.id: plan for plan in plans}
+        self.day: DayReport | None = None  # the last end-of-day check
         self.shards = list(shards)
         self.placement = placement
         self.worker = worker
@@ -143,6 +154,7 @@ class Reconciler:
         self.last: PassReport | None = None
         self.differing: dict[str, Difference] = {}
         self.task: asyncio.Task[None] | None = None
+        self.daily: asyncio.Task[None] | None = None
         self.running = asyncio.Lock()
         self.found = Counter(
             "propvisor_reconcile_mismatches_total",
@@ -154,9 +166,23 @@ class Reconciler:
         )
 
     async def start(self) -> None:
-        """Pass every `interval_s`, the first one `interval_s` from now."""
+        """Pass every `interval_s`, the first one `interval_s` from now; with `end_of_day`,
+        check the day once a day, `end_of_day_grace_s` after the first plan's day boundary."""
         if self.task is None:
             self.task = asyncio.create_task(self._run_forever())
+        if self.config.end_of_day and self.plans and self.daily is None:
+            self.daily = asyncio.create_task(self._end_of_day_forever())
+
+    async def _end_of_day_forever(self) -> None:
+        clock = next(iter(self.plans.values())).day_rollover
+        while True:
+            boundary = clock.boundary_after(time.time_ns())
+            wait_s = (boundary - time.time_ns()) / 1e9 + self.config.end_of_day_grace_s
+            await asyncio.sleep(max(0.0, wait_s))
+            try:
+                await self.end_of_day(boundary)
+            except Exception:
+                log.exception("end-of-day check failed; it runs again tomorrow")
 
     async def _run_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -292,10 +318,135 @@ class Reconciler:
             ]
         )
 
+    async def end_of_day(self, until_ns: int | None = None) -> DayReport:
+        """Replay every hosted account's deals and balance operations the platform recorded
+        before `until_ns` (default: now less the grace) and confirm each verdict; journal what
+        disagrees (`VerdictUnconfirmed`, once) and report it in the health view."""
+        if until_ns is None:
+            until_ns = time.time_ns() - round(self.config.end_of_day_grace_s * 1e9)
+        async with self.running:
+            account_ids = sorted(await self._hosted())
+            verdicts: list[DayVerdict] = []
+            step = self.config.in_flight
+            for start in range(0, len(account_ids), step):
+                verdicts += await self._verdicts(account_ids[start : start + step], until_ns)
+        findings = [v for v in verdicts if v.verdict in ("missed", "late") or v.missing]
+        await self._record_findings(findings, until_ns)
+        counts: dict[str, int] = {}
+        for verdict in verdicts:
+            counts[verdict.verdict] = counts.get(verdict.verdict, 0) + 1
+        self.day = DayReport(
+            until_ns=until_ns,
+            accounts=len(account_ids),
+            verdicts=counts,
+            findings=findings,
+            unchecked=sum(not v.checked for v in verdicts),
+            errors=len(account_ids) - len(verdicts),
+        )
+        if findings:
+            log.warning("end of day: %d accounts' verdicts are not confirmed", len(findings))
+        return self.day
+
+    async def _verdicts(self, account_ids: Sequence[str], until_ns: int) -> list[DayVerdict]:
+        """Each account's verdict; an account the platform or its shard could not answer
+        about is left out (counted as an error). The platform's balance is read before and after
+        the histories: an account whose money moved in between is asked about next time."""
+        errors: set[str] = set()
+        before = await self._theirs(account_ids, errors)
+        read = await asyncio.gather(*(self._day_of(a) for a in account_ids))
+        after = await self._theirs(account_ids, errors)
+        known = [
+            (r, first)
+            for r, first, last in zip(read, before, after, strict=True)
+            if r is not None
+            and first is not None
+            and (first.balance_cents, first.credit_cents)
+            == (getattr(last, "balance_cents", None), getattr(last, "credit_cents", None))
+        ]
+        recorded = [e.event_id for (_, events, _), _ in known for e in events if e.ts_ns < until_ns]
+        if self.engine is None:
+            self.engine = create_engine(self.database_url)
+        applied = await Journal(self.engine).has(recorded)
+        verdicts = []
+        for (view, events, plan), state in known:
+            missing = [
+                e.event_id for e in events if e.ts_ns < until_ns and e.event_id not in applied
+            ]
+            try:
+                limits = limits_of(plan) if plan is not None else None
+            except ValueError:
+                limits = None
+            proof = None
+            if limits is not None and plan is not None:
+                opened = opening(state.balance_cents, state.credit_cents, events)
+                proof = replay(plan, limits, events, until_ns, opened)
+            verdicts.append(
+                judge(view.account_id, proof, view.breaches, missing, checked=limits is not None)
+            )
+        return verdicts
+
+    async def _day_of(
+        self, account_id: str
+    ) -> tuple[AccountView, list[AnyPlatformEvent], Plan | None] | None:
+        """Our view of the account, its deals and balance operations as the platform recorded
+        them (oldest first), and its plan; None if either side could not be read."""
+        shard = self.shards[self.placement.shard_of(account_id)]
+        try:
+            async with asyncio.timeout(self.config.query_timeout_s):
+                view: AccountView | None = await shard.account.remote(account_id)
+                raw: list[bytes] = await self.worker.history.remote(account_id, 0)
+        except Exception as exc:  # no such account: the reconciliation pass reports it
+            log.warning("end of day: could not read %s: %r", account_id, exc)
+            return None
+        if view is None:
+            return None  # no longer hosted here
+        events, rejected = decode_messages(raw)
+        if rejected:
+            log.warning("end of day: %s: unreadable history: %s", account_id, rejected[0].error)
+            return None
+        history = [
+            e
+            for e in events
+            if isinstance(e, DealExecuted | BalanceOperated) and e.account_id == account_id
+        ]
+        history.sort(key=lambda e: e.ts_ns)  # stable: the platform's order within an instant
+        return view, list(history), self.plans.get(view.plan)
+
+    async def _record_findings(self, findings: list[DayVerdict], until_ns: int) -> None:
+        if not findings:
+            return
+        if self.engine is None:
+            self.engine = create_engine(self.database_url)
+        records = []
+        for finding in findings:
+            proof = finding.proof
+            cause = proof.event_id if proof is not None else f"end-of-day:{until_ns}"
+            detail = describe(finding)
+            records.append(
+                journal_record(
+                    VerdictUnconfirmed(
+                        # the same finding on a later day is the same row (journaled once)
+                        event_id=f"verdict:{finding.account_id}:{finding.verdict}:{cause}:"
+                        f"{len(finding.missing)}",
+                        ts_ns=until_ns,
+                        account_id=finding.account_id,
+                        caused_by=cause,
+                        verdict=finding.verdict,
+                        rule=proof.rule if proof is not None else None,
+                        equity=proof.equity if proof is not None else None,
+                        floor=proof.floor if proof is not None else None,
+                        missing=finding.missing,
+                        detail=detail,
+                    )
+                )
+            )
+        await Journal(self.engine).append(records)
+
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        for task in (self.task, self.daily):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.engine is not None:
             await self.engine.dispose()
 
@@ -306,12 +457,39 @@ class Reconciler:
             differing=sorted(self.differing.values(), key=lambda d: d.account_id),
         )
 
+    async def day_report(self) -> DayReport | None:
+        """The last end-of-day check (None before the first)."""
+        return self.day
+
     async def ping(self) -> Pulse:
-        """Liveness, and how many accounts differ from the platform (degraded while any do)."""
+        """Liveness, and what is wrong: accounts that differ from the platform, verdicts the
+        last end-of-day replay did not confirm (degraded while any do)."""
+        trouble = []
         count = len(self.differing)
-        if not count:
-            return pulse()
-        return pulse(f"{count} account{' differs' if count == 1 else 's differ'} from the platform")
+        if count:
+            trouble.append(
+                f"{count} account{' differs' if count == 1 else 's differ'} from the platform"
+            )
+        unconfirmed = len(self.day.findings) if self.day is not None else 0
+        if unconfirmed:
+            trouble.append(f"{unconfirmed} verdict(s) not confirmed by the end-of-day replay")
+        return pulse("; ".join(trouble))
+
+
+def describe(finding: DayVerdict) -> str:
+    """What an end-of-day finding says, in words."""
+    parts = []
+    proof = finding.proof
+    if proof is not None and finding.verdict in ("missed", "late"):
+        parts.append(
+            f"{proof.rule} crossed with no position open after {proof.event_id}: equity "
+            f"{proof.equity:.2f} <= floor {proof.floor:.2f}"
+        )
+        ours = finding.ours
+        parts.append("never failed here" if ours is None else f"failed here later ({ours.rule})")
+    if finding.missing:
+        parts.append(f"{len(finding.missing)} platform event(s) never applied")
+    return "; ".join(parts)
 
 
 RemoteReconciler: Any = ray.remote(Reconciler)

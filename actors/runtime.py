@@ -18,6 +18,8 @@ import msgspec
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.endofday import DayReport
+from actors.endofday import limits_of as replayable_limits
 from actors.plans import Plan
 from actors.reconcile import PassReport, ReconcileConfig, ReconcileReport
 from actors.router import Router
@@ -62,24 +64,15 @@ def limits_of(plan: Plan) -> Limits:
     The simulator knows a static max loss and a daily loss below the day-start balance, with
     the day ending at local midnight; any other plan is refused rather than checked wrongly.
     """
-    phase = plan.phases[0]
-    daily, max_loss = phase.daily_loss, phase.max_loss
-    if (
-        plan.initial_balance is None
-        or daily is None
-        or max_loss is None
-        or (daily.amount_base, daily.reference, daily.action)
-        != ("initial", "day_start_balance", "fail")
-        or max_loss.mode != "static"
-        or plan.day_rollover.time != "00:00"
-    ):
+    try:
+        limits = replayable_limits(plan)
+    except ValueError:
+        raise ValueError(
+            f"plan {plan.id!r} has rules the simulator's oracle cannot check"
+        ) from None
+    if plan.day_rollover.time != "00:00":
         raise ValueError(f"plan {plan.id!r} has rules the simulator's oracle cannot check")
-    return Limits(
-        initial_balance=plan.initial_balance,
-        daily_loss_pct=daily.pct,
-        max_loss_pct=max_loss.pct,
-        day_timezone=plan.day_rollover.timezone,
-    )
+    return limits
 
 
 def default_shard_count() -> int:
@@ -247,6 +240,15 @@ class Runtime:
         cells = list(self.cells.values())
         reports: list[ReconcileReport] = await asyncio.gather(
             *(c.reconciler.report.remote() for c in cells)
+        )
+        return {c.connection: r for c, r in zip(cells, reports, strict=True)}
+
+    async def end_of_day(self, until_ns: int | None = None) -> dict[str, DayReport]:
+        """Per connection, replay every account's deals recorded before `until_ns` (default:
+        now less the grace) and confirm each verdict (each reconciler also does once a day)."""
+        cells = list(self.cells.values())
+        reports: list[DayReport] = await asyncio.gather(
+            *(c.reconciler.end_of_day.remote(until_ns) for c in cells)
         )
         return {c.connection: r for c, r in zip(cells, reports, strict=True)}
 

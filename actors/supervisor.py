@@ -168,7 +168,7 @@ class Supervisor:
         ).remote(connection.worker(), platform, shards, router)
         reconciler = RemoteReconciler.options(
             name=f"{prefix}/reconciler", num_cpus=0, scheduling_strategy=here
-        ).remote(self.reconcile, shards, router, worker, self.database_url)
+        ).remote(self.reconcile, shards, router, worker, self.database_url, self.plans)
         self.children += [
             *(Child(f"{prefix}/shard-{i}", "shard", s) for i, s in enumerate(shards)),
             Child(bridge_name, "bridge", worker),

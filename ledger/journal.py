@@ -77,6 +77,18 @@ class Journal:
             rows = (await conn.execute(query)).mappings().all()
         return [_entry(row) for row in rows]
 
+    async def has(self, event_ids: Sequence[str], chunk: int = 1_000) -> set[str]:
+        """Which of `event_ids` the journal holds."""
+        found: set[str] = set()
+        ids = list(dict.fromkeys(event_ids))
+        async with self._engine.connect() as conn:
+            for start in range(0, len(ids), chunk):
+                query = select(journal.c.event_id).where(
+                    journal.c.event_id.in_(ids[start : start + chunk])
+                )
+                found.update((await conn.execute(query)).scalars())
+        return found
+
     async def count(self, kind: str | None = None) -> int:
         """How many entries the journal holds, optionally of one kind."""
         query: Select[int] = select(func.count()).select_from(journal)

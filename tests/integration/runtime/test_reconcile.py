@@ -11,12 +11,12 @@ from actors.plans import DEFAULT_PLAN
 from actors.reconcile import ReconcileConfig
 from actors.runtime import Runtime, RuntimeConfig
 from actors.supervisor import Health
-from bridge.codec import encode_batch
+from bridge.codec import decode_messages, encode_batch
 from bridge.commands import OperateBalance
 from bridge.connections import EmbeddedConnection
 from bridge.events import BalanceKind
 from bridge.platform import DONE, Faults, ServerConfig
-from bridge.simulator import SimulatorConfig
+from bridge.simulator import SIM_EPOCH_NS, SimulatorConfig
 from ledger.database import create_engine
 from ledger.journal import Journal
 from tests.conftest import eventually
@@ -77,3 +77,59 @@ async def test_reconcile_when_a_deposit_event_was_lost_then_mismatch_journaled_a
     health = await eventually(reconciler, lambda h: h.status == "degraded")
     [state] = [a for a in health.actors if a.kind == "reconciler"]
     assert (state.state, state.detail) == ("degraded", "1 account differs from the platform")
+
+
+async def test_end_of_day_when_a_lost_withdrawal_crossed_a_limit_then_the_verdict_is_missed(
+    runtime: Runtime, database_url: str
+) -> None:
+    cell = runtime.cell()
+    # 10,000.00 out of 100,000.00 leaves each account flat at its static floor: a max loss.
+    withdrawals = [
+        OperateBalance(
+            command_id=f"out-{a}", account_id=a, kind=BalanceKind.WITHDRAWAL, amount_cents=1_000_000
+        )
+        for a in ("r-1", "r-2")
+    ]
+    assert await cell.worker.execute.remote(encode_batch(withdrawals)) == [DONE, DONE]
+    # The stream lost both; r-2's is delivered after all (as the platform's history has it).
+    recorded = await cell.worker.history.remote("r-2", 0)
+    await cell.worker.ingest.remote(recorded)
+    await eventually(runtime.breached, lambda b: b == ["r-2"])
+
+    async def journaled_r2() -> list[str]:
+        engine = create_engine(database_url)
+        try:
+            return [e.event_id for e in await Journal(engine).read(account_id="r-2")]
+        finally:
+            await engine.dispose()
+
+    [withdrawal_r2] = decode_messages(recorded)[0]
+    await eventually(journaled_r2, lambda ids: withdrawal_r2.event_id in ids)
+
+    until_ns = SIM_EPOCH_NS + 86_400 * 1_000_000_000
+    report = (await runtime.end_of_day(until_ns))["rec"]
+
+    assert (report.accounts, report.errors, report.unchecked) == (3, 0, 0)
+    assert report.verdicts == {"missed": 1, "confirmed": 1, "clean": 1}
+    [finding] = report.findings
+    assert finding.account_id == "r-1"
+    assert finding.verdict == "missed"
+    assert finding.proof is not None
+    assert (finding.proof.rule, finding.proof.equity, finding.proof.floor) == (
+        "max_loss",
+        90_000.0,
+        90_000.0,
+    )
+    assert finding.missing == [finding.proof.event_id]  # the withdrawal we never applied
+
+    # Journaled once, however often the day is checked; the health view says it.
+    await runtime.end_of_day(until_ns)
+    engine = create_engine(database_url)
+    try:
+        kinds = [e.kind for e in await Journal(engine).read(account_id="r-1")]
+    finally:
+        await engine.dispose()
+    assert kinds == ["verdict_unconfirmed"]
+    health = await eventually(runtime.health, lambda h: h.status == "degraded")
+    [state] = [a for a in health.actors if a.kind == "reconciler"]
+    assert state.detail == "1 verdict(s) not confirmed by the end-of-day replay"
