@@ -135,6 +135,7 @@ shards = 2
 platform = "matchtrader"
 name = "mtr-1"
 pushed = true
+push_secret = "a-test-secret-of-enough-length"
 
 [connections.matchtrader]
 server = "mtr"
@@ -182,3 +183,11 @@ def test_settings_when_two_connections_share_a_name_then_refused(tmp_path: Path)
 
     with pytest.raises(pydantic.ValidationError, match="repeated: \\['same'\\]"):
         load_settings(path)
+
+
+def test_settings_when_example_file_loaded_then_it_is_valid() -> None:
+    example = Path(__file__).resolve().parents[3] / "deploy" / "propvisor.example.toml"
+
+    settings = load_settings(example)
+
+    assert [c.name for c in settings.pool()] == ["sim-a", "sim-b"]
