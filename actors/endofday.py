@@ -5,21 +5,27 @@ Deals and balance operations alone fix an account's balance at every instant, an
 instant the account holds no position they fix its equity too (balance + credit). So with no
 price history the replay proves every loss-limit crossing at a flat moment (after a closing
 deal, a withdrawal, a correction), and finds every deal or balance operation the platform
-recorded that we never applied. A crossing that happened only while positions were open needs
+recorded that is not in our journal (never received: the shard journals every event it is
+given, applied or not). A crossing that happened only while positions were open needs
 the prices of that moment; the live path, which saw every tick, judged it, and the replay says
 so (`unproven`) rather than confirming it.
 
-Verdicts, per account, over everything the platform recorded before `until_ns`:
+Verdicts, per account, over what the platform recorded in a window that ends at `until_ns`
+and starts at a day boundary some days before (the reconciler's `end_of_day_lookback_days`):
 
 - `confirmed`: the replay proves a crossing, and we failed the account at or before it;
 - `late`: the replay proves a crossing earlier than the breach we recorded;
 - `missed`: the replay proves a crossing, and we never failed the account;
-- `unproven`: we failed the account, and no flat moment proves it (the loss was floating);
+- `unproven`: we failed the account for a loss limit, and no flat moment proves it (the loss
+  was floating);
+- `other`: we failed the account for another rule (news, lots, days...), which needs no proof
+  here;
 - `clean`: neither.
 
-Plans the replay can check: loss limits as a share of the initial balance, the daily one
-below the day-start balance, the max one static (the shapes `limits_of` accepts). For any
-other plan it reports only events we never applied.
+Accounts the replay can check: in the plan's first phase, not passed, on a plan whose loss
+limits are a share of the initial balance, the daily one below the day-start balance, the max
+one static (the shapes `limits_of` accepts). For any other it reports only events we never
+received.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from bridge.events import (
 from bridge.simulator import Limits
 
 _FLAT = 1e-9
+LOSS_RULES = frozenset({"daily_loss", "max_loss"})
 
 
 def limits_of(plan: Plan) -> Limits:
@@ -78,7 +85,7 @@ class Proof(msgspec.Struct, frozen=True, kw_only=True):
 
 class DayVerdict(msgspec.Struct, frozen=True, kw_only=True):
     account_id: str
-    verdict: str  # confirmed, late, missed, unproven, clean (see the module docstring)
+    verdict: str  # confirmed, late, missed, unproven, other, clean (see the module docstring)
     proof: Proof | None = None
     ours: RuleBreached | None = None  # the breach that failed the account here
     missing: list[str] = []  # platform event ids we never applied
@@ -90,36 +97,42 @@ class DayReport(msgspec.Struct, kw_only=True):
     accounts: int
     verdicts: dict[str, int]  # verdict -> how many accounts
     findings: list[DayVerdict]  # late, missed, or with missing events
-    unchecked: int  # accounts on a plan the replay cannot check (their events still are)
-    errors: int  # accounts the platform could not be asked about
+    new_findings: int  # findings not journaled by an earlier check
+    unchecked: int  # accounts the replay cannot check (their events still are)
+    moving: int  # accounts whose money moved during every read: checked the next day
+    errors: int  # accounts the platform or their shard could not be asked about
 
 
 class _Books:
-    """An account's money as its deals and balance operations fix it (cents), from its opening
-    balance and credit (an account opened funded has no deposit in its history)."""
+    """An account's money as its deals and balance operations fix it (cents), from where a
+    window starts: its balance and credit then. Its loss limits are shares of the plan's
+    initial balance, as the entity's are; not funded by then (no positive balance), it has none
+    until its first deposit, as the entity starts at its first deposit."""
 
-    def __init__(self, opening: int = 0, opening_credit: int = 0) -> None:
-        self.initial = self.balance = self.day_start = max(opening, 0)
-        self.credit = opening_credit
-        self.held: dict[int, float] = {}  # position -> open volume
+    def __init__(self, initial: int, balance: int = 0, credit: int = 0) -> None:
+        self.initial = initial
+        self.started = balance > 0
+        self.balance = self.day_start = balance
+        self.credit = credit
+        self.held: dict[int, float] = {}  # position -> open volume, signed (a reversal stays)
 
     def apply(self, event: AnyPlatformEvent) -> None:
         if isinstance(event, BalanceOperated):
             amount = to_cents(event.amount)
-            if not self.initial and event.kind is BalanceKind.DEPOSIT and amount > 0:
-                self.initial = self.balance = self.day_start = amount
-            elif event.kind is BalanceKind.CREDIT:
+            if event.kind is BalanceKind.CREDIT:
                 self.credit += amount
-            else:
-                self.balance += amount
-                self.day_start += amount  # money moved in or out is not the day's trading
+                return
+            if not self.started and event.kind is BalanceKind.DEPOSIT and amount > 0:
+                self.started = True
+            self.balance += amount
+            self.day_start += amount  # money moved in or out is not the day's trading
         elif isinstance(event, DealExecuted):
-            self.balance += (
-                to_cents(event.profit) + to_cents(event.commission) + to_cents(event.swap)
-            )
+            self.balance += _deal_cents(event)
+            # A close larger than what is held (a netting reversal), or of a position this
+            # window never saw open, leaves volume open: never taken for flat.
             signed = event.volume if event.entry is DealEntry.IN else -event.volume
             volume = self.held.get(event.position_id, 0.0) + signed
-            if volume > _FLAT:
+            if abs(volume) > _FLAT:
                 self.held[event.position_id] = volume
             else:
                 self.held.pop(event.position_id, None)
@@ -127,7 +140,7 @@ class _Books:
     def crossing(self, limits: Limits) -> tuple[str, int, int] | None:
         """(rule, equity, floor) if the account is funded, flat, and at or below the binding
         floor (the higher one; the max loss on a tie, as the rules decide it)."""
-        if not self.initial or self.held:
+        if not self.started or self.held:
             return None
         equity = self.balance + self.credit
         daily = self.day_start - round(self.initial * limits.daily_loss_pct / 100)
@@ -136,15 +149,25 @@ class _Books:
         return (rule, equity, floor) if equity <= floor else None
 
 
+def _deal_cents(deal: DealExecuted) -> int:
+    return to_cents(deal.profit) + to_cents(deal.commission) + to_cents(deal.swap)
+
+
 def opening(
     balance_cents: int, credit_cents: int, events: Sequence[AnyPlatformEvent]
 ) -> tuple[int, int]:
-    """The account's (balance, credit) before its first recorded event: its balance and credit
-    now, less every change its whole history records."""
-    books = _Books()
+    """The account's (balance, credit) before the first of `events`: its balance and credit now
+    less every change they record."""
+    balance, credit = balance_cents, credit_cents
     for event in events:
-        books.apply(event)
-    return balance_cents - books.balance, credit_cents - books.credit
+        if isinstance(event, BalanceOperated):
+            if event.kind is BalanceKind.CREDIT:
+                credit -= to_cents(event.amount)
+            else:
+                balance -= to_cents(event.amount)
+        elif isinstance(event, DealExecuted):
+            balance -= _deal_cents(event)
+    return balance, credit
 
 
 def replay(
@@ -155,9 +178,9 @@ def replay(
     opened: tuple[int, int] = (0, 0),
 ) -> Proof | None:
     """The first flat moment before `until_ns` at which the account's equity was at or below a
-    loss floor, from its opening (balance, credit) and its deals and balance operations alone
-    (oldest first)."""
-    books = _Books(*opened)
+    loss floor, from its (balance, credit) when `events` start (at a day boundary, or when it
+    opened) and its deals and balance operations from there (oldest first)."""
+    books = _Books(round(limits.initial_balance * 100), *opened)
     rollover = 0
     for event in events:
         if event.ts_ns >= until_ns:
@@ -190,10 +213,10 @@ def judge(
 ) -> DayVerdict:
     """The verdict for one account: the replay's proof against the breach that failed it."""
     ours = next((b for b in breaches if b.action == "fail"), None)
-    if proof is None:
-        verdict = "unproven" if ours is not None else "clean"
-    elif ours is None:
-        verdict = "missed"
+    if ours is None:
+        verdict = "clean" if proof is None else "missed"
+    elif proof is None:  # a loss the replay could not see (floating), or a rule it does not judge
+        verdict = "unproven" if ours.rule in LOSS_RULES else "other"
     else:
         verdict = "confirmed" if ours.ts_ns <= proof.ts_ns else "late"
     return DayVerdict(

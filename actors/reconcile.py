@@ -22,6 +22,7 @@ side's last prices, which differ by the ticks in flight, so it is compared withi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -41,11 +42,13 @@ from bridge.codec import decode_messages
 from bridge.events import AnyPlatformEvent, BalanceOperated, DealExecuted
 from bridge.liveness import Pulse, pulse
 from bridge.platform import AccountState, NotFound, Refused
+from bridge.simulator import Limits
 from bridge.worker import Placement
 from ledger.database import create_engine
 from ledger.journal import Journal
 
 log = logging.getLogger(__name__)
+_EOD_ATTEMPTS = 3  # reads of an account whose money keeps moving, per check
 
 
 class ReconcileConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,6 +60,7 @@ class ReconcileConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     in_flight: int = 100  # accounts asked about at once (the bridge's limit paces them)
     end_of_day: bool = True  # replay the deals once a day (`actors/endofday.py`)
     end_of_day_grace_s: float = 600.0  # after the day boundary: late records have arrived
+    end_of_day_lookback_days: float = 7.0  # how far back each day's check replays
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0 or self.query_timeout_s <= 0:
@@ -65,8 +69,10 @@ class ReconcileConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
             raise ValueError("need recheck_after_s >= 0 and in_flight >= 1")
         if self.balance_tolerance_cents < 0 or self.equity_tolerance_pct < 0:
             raise ValueError("tolerances cannot be negative")
-        if self.end_of_day_grace_s < 0:
-            raise ValueError("need end_of_day_grace_s >= 0")
+        if not 0 <= self.end_of_day_grace_s < 86_400 or self.end_of_day_lookback_days < 1:
+            raise ValueError(
+                "need 0 <= end_of_day_grace_s < 86400 and end_of_day_lookback_days >= 1"
+            )
 
 
 class Difference(msgspec.Struct, frozen=True, kw_only=True):
@@ -145,6 +151,7 @@ class Reconciler:
         self.config = config
         self.plans = {plan.id: plan for plan in plans}
         self.day: DayReport | None = None  # the last end-of-day check
+        self.reported: set[str] = set()  # its findings' journal ids
         self.shards = list(shards)
         self.placement = placement
         self.worker = worker
@@ -319,50 +326,63 @@ class Reconciler:
         )
 
     async def end_of_day(self, until_ns: int | None = None) -> DayReport:
-        """Replay every hosted account's deals and balance operations the platform recorded
-        before `until_ns` (default: now less the grace) and confirm each verdict; journal what
-        disagrees (`VerdictUnconfirmed`, once) and report it in the health view."""
+        """Replay every hosted account's deals and balance operations the platform recorded in
+        the last `end_of_day_lookback_days` before `until_ns` (default: now less the grace) and
+        judge each verdict; journal what disagrees (`VerdictUnconfirmed`, once) and report the
+        new findings in the health view."""
         if until_ns is None:
             until_ns = time.time_ns() - round(self.config.end_of_day_grace_s * 1e9)
         async with self.running:
-            account_ids = sorted(await self._hosted())
+            pending = sorted(await self._hosted())
             verdicts: list[DayVerdict] = []
-            step = self.config.in_flight
-            for start in range(0, len(account_ids), step):
-                verdicts += await self._verdicts(account_ids[start : start + step], until_ns)
+            moving: list[str] = []
+            for _ in range(_EOD_ATTEMPTS):  # an account whose money moved meanwhile: again
+                moving = []
+                step = self.config.in_flight
+                for start in range(0, len(pending), step):
+                    found, moved = await self._verdicts(pending[start : start + step], until_ns)
+                    verdicts += found
+                    moving += moved
+                if not moving:
+                    break
+                pending = moving
         findings = [v for v in verdicts if v.verdict in ("missed", "late") or v.missing]
-        await self._record_findings(findings, until_ns)
+        new = await self._record_findings(findings, until_ns)
         counts: dict[str, int] = {}
         for verdict in verdicts:
             counts[verdict.verdict] = counts.get(verdict.verdict, 0) + 1
         self.day = DayReport(
             until_ns=until_ns,
-            accounts=len(account_ids),
+            accounts=len(verdicts) + len(moving),
             verdicts=counts,
             findings=findings,
+            new_findings=new,
             unchecked=sum(not v.checked for v in verdicts),
-            errors=len(account_ids) - len(verdicts),
+            moving=len(moving),
+            errors=len(await self._hosted()) - len(verdicts) - len(moving),
         )
-        if findings:
-            log.warning("end of day: %d accounts' verdicts are not confirmed", len(findings))
+        if new:
+            log.warning("end of day: %d new verdicts not confirmed", new)
         return self.day
 
-    async def _verdicts(self, account_ids: Sequence[str], until_ns: int) -> list[DayVerdict]:
-        """Each account's verdict; an account the platform or its shard could not answer
-        about is left out (counted as an error). The platform's balance is read before and after
-        the histories: an account whose money moved in between is asked about next time."""
+    async def _verdicts(
+        self, account_ids: Sequence[str], until_ns: int
+    ) -> tuple[list[DayVerdict], list[str]]:
+        """Each account's verdict, and the accounts whose money moved while they were read
+        (the platform's balance is read before and after the histories). An account the
+        platform or its shard could not answer about is in neither (an error)."""
         errors: set[str] = set()
         before = await self._theirs(account_ids, errors)
-        read = await asyncio.gather(*(self._day_of(a) for a in account_ids))
+        read = await asyncio.gather(*(self._day_of(a, until_ns) for a in account_ids))
         after = await self._theirs(account_ids, errors)
-        known = [
-            (r, first)
-            for r, first, last in zip(read, before, after, strict=True)
-            if r is not None
-            and first is not None
-            and (first.balance_cents, first.credit_cents)
-            == (getattr(last, "balance_cents", None), getattr(last, "credit_cents", None))
-        ]
+        known, moving = [], []
+        for account_id, r, first, last in zip(account_ids, read, before, after, strict=True):
+            if r is None or first is None or last is None:
+                continue
+            if (first.balance_cents, first.credit_cents) != (last.balance_cents, last.credit_cents):
+                moving.append(account_id)
+            else:
+                known.append((r, first))
         recorded = [e.event_id for (_, events, _), _ in known for e in events if e.ts_ns < until_ns]
         if self.engine is None:
             self.engine = create_engine(self.database_url)
@@ -372,10 +392,7 @@ class Reconciler:
             missing = [
                 e.event_id for e in events if e.ts_ns < until_ns and e.event_id not in applied
             ]
-            try:
-                limits = limits_of(plan) if plan is not None else None
-            except ValueError:
-                limits = None
+            limits = _checkable(view, plan)
             proof = None
             if limits is not None and plan is not None:
                 opened = opening(state.balance_cents, state.credit_cents, events)
@@ -383,23 +400,26 @@ class Reconciler:
             verdicts.append(
                 judge(view.account_id, proof, view.breaches, missing, checked=limits is not None)
             )
-        return verdicts
+        return verdicts, moving
 
     async def _day_of(
-        self, account_id: str
+        self, account_id: str, until_ns: int
     ) -> tuple[AccountView, list[AnyPlatformEvent], Plan | None] | None:
         """Our view of the account, its deals and balance operations as the platform recorded
-        them (oldest first), and its plan; None if either side could not be read."""
+        them from the window's start (oldest first), and its plan; None if either side could
+        not be read."""
         shard = self.shards[self.placement.shard_of(account_id)]
         try:
             async with asyncio.timeout(self.config.query_timeout_s):
                 view: AccountView | None = await shard.account.remote(account_id)
-                raw: list[bytes] = await self.worker.history.remote(account_id, 0)
+                if view is None:
+                    return None  # no longer hosted here
+                plan = self.plans.get(view.plan)
+                since_ns = self._window_start(plan, until_ns)
+                raw: list[bytes] = await self.worker.history.remote(account_id, since_ns)
         except Exception as exc:  # no such account: the reconciliation pass reports it
             log.warning("end of day: could not read %s: %r", account_id, exc)
             return None
-        if view is None:
-            return None  # no longer hosted here
         events, rejected = decode_messages(raw)
         if rejected:
             log.warning("end of day: %s: unreadable history: %s", account_id, rejected[0].error)
@@ -410,37 +430,49 @@ class Reconciler:
             if isinstance(e, DealExecuted | BalanceOperated) and e.account_id == account_id
         ]
         history.sort(key=lambda e: e.ts_ns)  # stable: the platform's order within an instant
-        return view, list(history), self.plans.get(view.plan)
+        return view, list(history), plan
 
-    async def _record_findings(self, findings: list[DayVerdict], until_ns: int) -> None:
+    def _window_start(self, plan: Plan | None, until_ns: int) -> int:
+        """A day boundary `end_of_day_lookback_days` before `until_ns` (each day's check
+        covers the days before it again, so a day missed in an outage is still checked)."""
+        back = until_ns - round(self.config.end_of_day_lookback_days * 86_400 * 1e9)
+        return plan.day_rollover.boundary_after(back) if plan is not None else back
+
+    async def _record_findings(self, findings: list[DayVerdict], until_ns: int) -> int:
+        """Journal each finding once (a finding found again on a later day is the same row);
+        returns how many were new."""
         if not findings:
-            return
+            self.reported = set()
+            return 0
         if self.engine is None:
             self.engine = create_engine(self.database_url)
         records = []
         for finding in findings:
             proof = finding.proof
-            cause = proof.event_id if proof is not None else f"end-of-day:{until_ns}"
-            detail = describe(finding)
+            cause = proof.event_id if proof is not None else "missing"
+            digest = hashlib.sha256("\n".join(finding.missing).encode()).hexdigest()[:16]
             records.append(
                 journal_record(
                     VerdictUnconfirmed(
-                        # the same finding on a later day is the same row (journaled once)
-                        event_id=f"verdict:{finding.account_id}:{finding.verdict}:{cause}:"
-                        f"{len(finding.missing)}",
+                        event_id=f"verdict:{finding.account_id}:{finding.verdict}:{cause}:{digest}",
                         ts_ns=until_ns,
                         account_id=finding.account_id,
-                        caused_by=cause,
+                        caused_by=proof.event_id if proof is not None else f"end-of-day:{until_ns}",
                         verdict=finding.verdict,
                         rule=proof.rule if proof is not None else None,
                         equity=proof.equity if proof is not None else None,
                         floor=proof.floor if proof is not None else None,
                         missing=finding.missing,
-                        detail=detail,
+                        detail=describe(finding),
                     )
                 )
             )
+        ids = {r.event_id for r in records}
+        known = await Journal(self.engine).has(list(ids))
         await Journal(self.engine).append(records)
+        new = ids - known - self.reported
+        self.reported = ids
+        return len(new)
 
     async def close(self) -> None:
         for task in (self.task, self.daily):
@@ -470,10 +502,21 @@ class Reconciler:
             trouble.append(
                 f"{count} account{' differs' if count == 1 else 's differ'} from the platform"
             )
-        unconfirmed = len(self.day.findings) if self.day is not None else 0
-        if unconfirmed:
+        unconfirmed = self.day.new_findings if self.day is not None else 0
+        if unconfirmed:  # until the next check: each is journaled, and stays in `day_report`
             trouble.append(f"{unconfirmed} verdict(s) not confirmed by the end-of-day replay")
         return pulse("; ".join(trouble))
+
+
+def _checkable(view: AccountView, plan: Plan | None) -> Limits | None:
+    """The loss limits the replay can check for this account, None if it cannot: its plan is
+    unknown or of another shape, it passed, or it is past the plan's first phase."""
+    if plan is None or view.status == "passed" or view.phase != plan.phases[0].name:
+        return None
+    try:
+        return limits_of(plan)
+    except ValueError:
+        return None
 
 
 def describe(finding: DayVerdict) -> str:

@@ -26,7 +26,7 @@ from actors.router import Router
 from actors.shard import AccountView, ShardStats
 from actors.shard_actor import ShardConfig
 from actors.supervisor import Cell, Health, RemoteSupervisor, Topology
-from bridge.connections import DEFAULT_CONNECTIONS, Connection, check_names
+from bridge.connections import DEFAULT_CONNECTIONS, Connection, EmbeddedConnection, check_names
 from bridge.simulator import Limits, SimulatorReport
 from bridge.worker import BridgeStats
 
@@ -116,7 +116,10 @@ class Runtime:
             connections=self.config.connections,
             shard_count=self.default_shards,
             plans=[self.config.plan],
-            limits=limits_of(self.config.plan),
+            # The embedded simulators' oracle checks the plan; other platforms need no oracle.
+            limits=limits_of(self.config.plan)
+            if any(isinstance(c, EmbeddedConnection) for c in self.config.connections)
+            else None,
             shard_config=self.config.shard,
             max_pending_calls=self.config.max_pending_calls,
             reconcile=self.config.reconcile,

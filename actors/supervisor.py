@@ -94,7 +94,7 @@ class Supervisor:
         connections: tuple[Connection, ...],
         shard_count: int,
         plans: list[Any],
-        limits: Limits,
+        limits: Limits | None,  # the simulator oracle's: needed with an embedded connection
         shard_config: Any,
         max_pending_calls: int,
         reconcile: ReconcileConfig,
@@ -157,6 +157,8 @@ class Supervisor:
         ]
         server = None
         if isinstance(connection, EmbeddedConnection):
+            if self.limits is None:
+                raise ValueError(f"embedded connection {prefix!r} needs the simulator's limits")
             simulator = msgspec.structs.replace(connection.simulator, limits=self.limits)
             server = RemoteSimulatorServer.options(
                 name=f"{prefix}/platform", num_cpus=0, scheduling_strategy=here

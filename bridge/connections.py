@@ -27,8 +27,8 @@ from bridge.adapters.ctrader import CTraderConfig, CTraderOpenApi
 from bridge.adapters.matchtrader import MatchTraderBrokerApi, MatchTraderConfig
 from bridge.adapters.mt5 import Mt5Config, Mt5WebApi
 from bridge.adapters.simulated import SimulatedPlatform
-from bridge.platform import Platform, ServerConfig, SimulatorConnection
-from bridge.pushed import PushedEvents
+from bridge.platform import BatchStates, Platform, ServerConfig, SimulatorConnection
+from bridge.pushed import PushedBatchEvents, PushedEvents
 from bridge.simulator import SimulatorConfig
 from bridge.worker import WorkerConfig
 
@@ -40,7 +40,9 @@ class _Connection(
 ):
     name: str  # our name for the connection: prefixes its actors, keys its push inbox
     shards: int = 0  # its account shards; 0: the runtime's default
-    bridge: WorkerConfig | None = None  # the worker's tuning; None: the platform's own limit
+    # The worker's tuning (`WorkerConfig` fields); `requests_per_second` left out: the platform's
+    # published limit.
+    bridge: dict[str, Any] = msgspec.field(default_factory=dict)
     pushed: bool = False  # events come from the push inbox, not from the platform
     push_secret: str | None = None  # pushed only: the HMAC key the platform signs with
 
@@ -54,6 +56,12 @@ class _Connection(
                 f"connection {self.name!r} is pushed: `push_secret` must be set, at least "
                 f"{MIN_SECRET_CHARS} characters"
             )
+        if "connection" in self.bridge:
+            raise ValueError("`bridge.connection` is the connection's `name`: leave it out")
+        try:
+            self.worker()
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"connection {self.name!r}: `bridge`: {exc}") from None
         if self.push_secret is not None and not self.pushed:
             raise ValueError(f"connection {self.name!r}: `push_secret` is for pushed ones only")
 
@@ -63,8 +71,12 @@ class _Connection(
 
     def worker(self) -> WorkerConfig:
         """The bridge worker's configuration, named after the connection."""
-        base = self.bridge or WorkerConfig(requests_per_second=self.published_rate())
-        return msgspec.structs.replace(base, connection=self.name)
+        fields = {"requests_per_second": self.published_rate(), **self.bridge}
+        return msgspec.convert({**fields, "connection": self.name}, WorkerConfig)
+
+    def event_prefix(self) -> str | None:
+        """The server name that starts every event id from it (None: set by a remote server)."""
+        return None
 
 
 class EmbeddedConnection(_Connection, frozen=True, kw_only=True, tag="embedded"):
@@ -72,6 +84,9 @@ class EmbeddedConnection(_Connection, frozen=True, kw_only=True, tag="embedded")
 
     simulator: SimulatorConfig = SimulatorConfig()
     server: ServerConfig = ServerConfig()  # its request limit, faults and clock
+
+    def event_prefix(self) -> str | None:
+        return self.simulator.server
 
 
 class SimulatedConnection(_Connection, frozen=True, kw_only=True, tag="simulated"):
@@ -84,6 +99,9 @@ class SimulatedConnection(_Connection, frozen=True, kw_only=True, tag="simulated
 class Mt5Connection(_Connection, frozen=True, kw_only=True, tag="mt5"):
     mt5: Mt5Config
 
+    def event_prefix(self) -> str | None:
+        return self.mt5.server
+
     def published_rate(self) -> float:
         return self.mt5.requests_per_second
 
@@ -91,12 +109,18 @@ class Mt5Connection(_Connection, frozen=True, kw_only=True, tag="mt5"):
 class CTraderConnection(_Connection, frozen=True, kw_only=True, tag="ctrader"):
     ctrader: CTraderConfig
 
+    def event_prefix(self) -> str | None:
+        return self.ctrader.server
+
     def published_rate(self) -> float:
         return self.ctrader.requests_per_second
 
 
 class MatchTraderConnection(_Connection, frozen=True, kw_only=True, tag="matchtrader"):
     matchtrader: MatchTraderConfig
+
+    def event_prefix(self) -> str | None:
+        return self.matchtrader.server
 
     def published_rate(self) -> float:
         return self.matchtrader.requests_per_minute / 60
@@ -130,13 +154,14 @@ def check_names(connections: tuple[Connection, ...]) -> None:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ValueError(f"connections: names must be unique, repeated: {repeated}")
-    # A simulator's name starts every event id it makes; ids must be unique across the pool.
-    servers = [c.simulator.server for c in connections if isinstance(c, EmbeddedConnection)]
+    # A server's name starts every event id it makes; ids must be unique across the pool (the
+    # journal keeps the first row of an event id). A remote simulator names its own.
+    servers = [p for p in (c.event_prefix() for c in connections) if p is not None]
     repeated = sorted({n for n in servers if servers.count(n) > 1})
     if repeated:
         raise ValueError(
-            f"connections: embedded simulators need distinct `simulator.server` names (they "
-            f"start every event id), repeated: {repeated}"
+            f"connections: each server needs its own name (`simulator.server`, `mt5.server`...: "
+            f"it starts every event id), repeated: {repeated}"
         )
 
 
@@ -162,4 +187,7 @@ def connect(connection: Connection, database_url: str, embedded: Any = None) -> 
             inner = CTraderOpenApi(connection.ctrader)
         case MatchTraderConnection():
             inner = MatchTraderBrokerApi(connection.matchtrader)
-    return PushedEvents(connection.name, database_url, inner) if connection.pushed else inner
+    if not connection.pushed:
+        return inner
+    pushed = PushedBatchEvents if isinstance(inner, BatchStates) else PushedEvents
+    return pushed(connection.name, database_url, inner)

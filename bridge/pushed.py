@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from bridge.commands import AnyPlatformCommand
-from bridge.platform import AccountState, OpenPosition, Platform
+from bridge.platform import AccountState, BatchStates, OpenPosition, Platform
 from ledger.database import create_engine
 from ledger.inbox import Inbox
 
@@ -65,3 +65,11 @@ class PushedEvents:
 
     async def account_state(self, account_id: str) -> AccountState:
         return await self.inner.account_state(account_id)
+
+
+class PushedBatchEvents(PushedEvents):
+    """`PushedEvents` over an adapter with a batch call for account states (`BatchStates`)."""
+
+    async def account_states(self, account_ids: Sequence[str]) -> list[AccountState]:
+        assert isinstance(self.inner, BatchStates)
+        return await self.inner.account_states(account_ids)

@@ -92,7 +92,7 @@ class BridgeStats(msgspec.Struct, kw_only=True):
     circuit_opened: int = 0
     queries: int = 0  # history, positions and account-state requests answered
     queries_coalesced: int = 0  # asked again while the same query was waiting: shared
-    query_failures: int = 0  # query requests lost to a rate limit, 5xx or time-out, then retried
+    query_failures: int = 0  # queries whose request was lost to a rate limit, 5xx or time-out
     query_requests: int = 0  # requests that answered queries (a batch call answers several)
 
 
@@ -132,6 +132,7 @@ class Query:
     ) -> None:
         self.key, self.ask, self.future = key, ask, future
         self.callers = 0  # when the last one gives up, the query is not sent
+        self.alone = False  # a batch call failed for it as a whole: it goes by itself
 
 
 class BridgeWorker:
@@ -475,10 +476,17 @@ class BridgeWorker:
         answers = await asyncio.gather(
             *(self.account_state(a) for a in account_ids), return_exceptions=True
         )
+        found: list[AccountState | Refused] = []
         for answer in answers:
             if isinstance(answer, BaseException) and not isinstance(answer, Refused):
                 raise answer
-        return answers  # type: ignore[return-value]  # only states and refusals are left
+            # as the protocol's own types: an adapter's may not survive the actor boundary
+            if isinstance(answer, NotFound):
+                answer = NotFound(str(answer))
+            elif isinstance(answer, Refused):
+                answer = Refused(str(answer))
+            found.append(answer)
+        return found
 
     async def _query(self, key: tuple[Any, ...], ask: Callable[[Platform], Awaitable[T]]) -> T:
         """Queue a query after every command, or share the same one while it waits (once sent,
@@ -578,17 +586,21 @@ class BridgeWorker:
         """On a platform with a batch call, the account-state queries waiting right after
         `first` (an account-state query too), to ride in its request."""
         more: list[Query] = []
-        if not (isinstance(self.platform, BatchStates) and first.key[0] == "account_state"):
+        if not (self._batchable(first) and isinstance(self.platform, BatchStates)):
             return more
         while len(more) + 1 < self.config.states_per_request and not self.lanes.empty():
             item = self.lanes.get_nowait()
             self.lanes.task_done()  # counted from here by the request it joins
             query = item[2]
-            if not (isinstance(query, Query) and query.key[0] == "account_state"):
+            if not (isinstance(query, Query) and self._batchable(query)):
                 self.lanes.put_nowait(item)  # not one of them: it keeps its place
                 break
             more.append(query)
         return more
+
+    @staticmethod
+    def _batchable(query: Query) -> bool:
+        return query.key[0] == "account_state" and not query.alone
 
     async def _ask(self, queries: list[Query]) -> None:
         """Send one request for `queries` (several: account states in one batch call); answer
@@ -599,9 +611,12 @@ class BridgeWorker:
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
                 answers = await self._answers(live)
-        except NotFound as exc:  # the queries' answer: the connection works
-            self.breaker.succeeded()
-            answers = [exc] * len(live)
+        except NotFound as exc:
+            if len(live) > 1:  # a batch call answers a missing account by leaving it out:
+                self._split(live)  # this is about the call itself (an older server?)
+                return
+            self.breaker.succeeded()  # the query's answer: the connection works
+            answers = [exc]
         except Refused as exc:  # credentials, most likely: commands would fail too
             self.stats_.refused += 1
             self.breaker.failed(f"Refused: {exc}")
@@ -619,6 +634,16 @@ class BridgeWorker:
         self.stats_.query_requests += 1
         for query, answer in zip(live, answers, strict=True):
             self._answer(query, answer)
+
+    def _split(self, queries: list[Query]) -> None:
+        """A batch call refused as a whole: its queries go again, one per request."""
+        log.warning(
+            "a batch call for %d account states was refused; asking one by one", len(queries)
+        )
+        for query in queries:
+            query.alone = True
+            self.asked.setdefault(query.key, query)
+            self.lanes.put_nowait((int(Lane.HISTORY), next(self.order), query))
 
     def _wanted(self, queries: list[Query]) -> list[Query]:
         """Those of `queries` someone still waits for (the others are dropped unsent)."""

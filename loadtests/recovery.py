@@ -37,7 +37,6 @@ from actors.runtime import Runtime, RuntimeConfig
 from actors.shard_actor import ShardConfig
 from bridge.connections import EmbeddedConnection
 from bridge.simulator import PlatformSimulator, SimulatorConfig
-from bridge.worker import WorkerConfig
 from ledger.database import create_engine, upgrade
 from ledger.journal import Journal
 from loadtests.common import DEFAULT_ADMIN_URL, scratch_database, write_report
@@ -108,7 +107,7 @@ async def run_once(
                 simulator=SimulatorConfig(
                     server="platform", ticks_per_second=0.0, trades_per_trader_per_minute=0.0
                 ),
-                bridge=WorkerConfig(requests_per_second=200.0, burst=50),
+                bridge={"requests_per_second": 200.0, "burst": 50},
             ),
         ),
         shard=ShardConfig(checkpoint_interval_s=1.0),

@@ -36,6 +36,8 @@ def ray_session() -> Iterator[None]:
     """One real local Ray for the whole run (its own free port; Redis holds 6379 here)."""
     import ray
 
+    if ray.is_initialized():  # started implicitly by an earlier test (a Ray metric recorded)
+        ray.shutdown()
     ray.init(
         address="local",  # a new Ray, never one another process left behind (address file)
         num_cpus=2,

@@ -163,7 +163,10 @@ class CTraderRefusal(Refused):
 
     def __init__(self, error_code: str, description: str) -> None:
         super().__init__(f"cTrader {error_code}: {description}")
-        self.error_code = error_code
+        self.error_code, self.description = error_code, description
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # crosses Ray actor boundaries
+        return type(self), (self.error_code, self.description)
 
 
 class CTraderNotFound(CTraderRefusal, NotFound):

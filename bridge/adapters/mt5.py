@@ -148,7 +148,10 @@ class Mt5Refusal(Refused):
 
     def __init__(self, what: str, retcode: int) -> None:
         super().__init__(f"{what}: retcode {retcode}")
-        self.retcode = retcode
+        self.what, self.retcode = what, retcode
+
+    def __reduce__(self) -> tuple[type, tuple[str, int]]:  # crosses Ray actor boundaries
+        return type(self), (self.what, self.retcode)
 
 
 class Mt5NotFound(Mt5Refusal, NotFound):

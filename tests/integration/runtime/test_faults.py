@@ -27,7 +27,7 @@ from bridge.connections import EmbeddedConnection
 from bridge.events import BalanceKind
 from bridge.platform import DONE, AccountState, Faults, ServerConfig
 from bridge.simulator import NewsJump, SimulatorConfig, SimulatorReport
-from bridge.worker import BridgeStats, WorkerConfig
+from bridge.worker import BridgeStats
 from ledger.database import create_engine, upgrade
 from ledger.journal import Journal
 from tests.database import run_async, truncate_ledger
@@ -76,7 +76,7 @@ async def run(database_url: str, server: ServerConfig) -> Outcome:
                 name="chaos",
                 simulator=MARKET,
                 server=server,
-                bridge=WorkerConfig(backoff=BACKOFF, retry_interval_s=0.01, request_timeout_s=2.0),
+                bridge={"backoff": BACKOFF, "retry_interval_s": 0.01, "request_timeout_s": 2.0},
             ),
         ),
     )

@@ -29,7 +29,6 @@ from bridge.adapters.simulated import SimulatedPlatform
 from bridge.connections import EmbeddedConnection, SimulatedConnection, push_secrets
 from bridge.platform import ServerConfig
 from bridge.simulator import SimulatorConfig, SimulatorReport
-from bridge.worker import WorkerConfig
 from ledger.database import create_engine
 from ledger.inbox import Inbox
 from tests.conftest import eventually
@@ -91,7 +90,7 @@ async def runtime(migrated_postgres_url: str, platform_process: str) -> AsyncIte
                 shards=2,
                 simulator=quiet("pool-b"),
                 server=ServerConfig(requests_per_second=20.0),
-                bridge=WorkerConfig(requests_per_second=20.0, burst=5),
+                bridge={"requests_per_second": 20.0, "burst": 5},
             ),
             SimulatedConnection(name="pool-c", base_url=platform_process),
         ),

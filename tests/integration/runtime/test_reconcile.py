@@ -109,7 +109,8 @@ async def test_end_of_day_when_a_lost_withdrawal_crossed_a_limit_then_the_verdic
     until_ns = SIM_EPOCH_NS + 86_400 * 1_000_000_000
     report = (await runtime.end_of_day(until_ns))["rec"]
 
-    assert (report.accounts, report.errors, report.unchecked) == (3, 0, 0)
+    assert (report.accounts, report.errors, report.unchecked, report.moving) == (3, 0, 0, 0)
+    assert report.new_findings == 1
     assert report.verdicts == {"missed": 1, "confirmed": 1, "clean": 1}
     [finding] = report.findings
     assert finding.account_id == "r-1"
@@ -122,14 +123,17 @@ async def test_end_of_day_when_a_lost_withdrawal_crossed_a_limit_then_the_verdic
     )
     assert finding.missing == [finding.proof.event_id]  # the withdrawal we never applied
 
-    # Journaled once, however often the day is checked; the health view says it.
-    await runtime.end_of_day(until_ns)
+    health = await eventually(runtime.health, lambda h: h.status == "degraded")
+    [state] = [a for a in health.actors if a.kind == "reconciler"]
+    assert state.detail == "1 verdict(s) not confirmed by the end-of-day replay"
+
+    # Journaled once, however often it is found again; the health view shows only new ones.
+    again = (await runtime.end_of_day(until_ns + 86_400 * 1_000_000_000))["rec"]
+    assert (again.findings, again.new_findings) == (report.findings, 0)
     engine = create_engine(database_url)
     try:
         kinds = [e.kind for e in await Journal(engine).read(account_id="r-1")]
     finally:
         await engine.dispose()
     assert kinds == ["verdict_unconfirmed"]
-    health = await eventually(runtime.health, lambda h: h.status == "degraded")
-    [state] = [a for a in health.actors if a.kind == "reconciler"]
-    assert state.detail == "1 verdict(s) not confirmed by the end-of-day replay"
+    await eventually(runtime.health, lambda h: h.status == "ok")

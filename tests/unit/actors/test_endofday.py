@@ -101,18 +101,47 @@ def test_replay_when_a_withdrawal_takes_the_balance_to_the_static_floor_then_max
     assert (proof.rule, proof.equity, proof.floor) == ("max_loss", 90_000.0, 90_000.0)
 
 
-def test_replay_when_opened_by_a_deposit_then_limits_start_from_it() -> None:
+def test_replay_when_opened_by_a_deposit_then_it_is_judged_from_it_on_the_plans_limits() -> None:
+    # As the entity: the first deposit starts the account, the floors are the plan's (100k).
     events = [
-        money(T0, BalanceKind.DEPOSIT, 50_000.0),  # the account's first money: its initial
+        money(T0, BalanceKind.DEPOSIT, 100_000.0),
         trade(1, T0 + 1, DealEntry.IN),
-        trade(1, T0 + 2, DealEntry.OUT, profit=-2_500.0),  # 5 % of 50,000.00
+        trade(1, T0 + 2, DealEntry.OUT, profit=-5_000.0),
     ]
-    assert opening(4_750_000, 0, events) == (0, 0)
+    assert opening(9_500_000, 0, events) == (0, 0)
 
-    proof = replay(DEFAULT_PLAN, LIMITS, events, T0 + HOUR, opening(4_750_000, 0, events))
+    proof = replay(DEFAULT_PLAN, LIMITS, events, T0 + HOUR, opening(9_500_000, 0, events))
 
     assert proof is not None
-    assert (proof.rule, proof.floor) == ("daily_loss", 47_500.0)
+    assert (proof.rule, proof.floor) == ("daily_loss", 95_000.0)
+    # Not started before the deposit: no floor to cross.
+    assert replay(DEFAULT_PLAN, LIMITS, events[1:], T0 + HOUR, (0, 0)) is None
+
+
+def test_replay_when_a_deal_precedes_a_deposit_then_the_opening_is_the_plain_difference() -> None:
+    events = [
+        trade(1, T0, DealEntry.IN),
+        trade(1, T0 + 1, DealEntry.OUT, profit=-1_000.0),
+        money(T0 + 2, BalanceKind.DEPOSIT, 1_000.0),
+        trade(2, T0 + 3, DealEntry.IN),
+        trade(2, T0 + 4, DealEntry.OUT, profit=-3_980.0),  # 96,020.00: the floor is 95,000+1,000
+    ]
+    opened = opening(9_602_000, 0, events)
+
+    assert opened == FUNDED
+    assert replay(DEFAULT_PLAN, LIMITS, events, T0 + HOUR, opened) is None
+
+
+def test_replay_when_a_close_reverses_the_position_then_not_taken_for_flat() -> None:
+    events = [
+        trade(1, T0, DealEntry.IN),
+        # netting: selling 2 lots against 1 held leaves 1 short
+        msgspec.structs.replace(trade(1, T0 + 1, DealEntry.OUT, profit=-6_000.0), volume=2.0),
+    ]
+
+    assert replay(DEFAULT_PLAN, LIMITS, events, T0 + HOUR, FUNDED) is None
+    # A close of a position never seen open is not flat either.
+    assert replay(DEFAULT_PLAN, LIMITS, events[1:], T0 + HOUR, FUNDED) is None
 
 
 def test_replay_when_the_crossing_is_after_until_then_not_counted() -> None:
@@ -137,10 +166,12 @@ def test_limits_of_when_plan_has_a_shape_deals_cannot_check_then_refused() -> No
         limits_of(plan)
 
 
-def breach(ts_ns: int, action: BreachAction = BreachAction.FAIL) -> RuleBreached:
+def breach(
+    ts_ns: int, action: BreachAction = BreachAction.FAIL, rule: RuleName = RuleName.DAILY_LOSS
+) -> RuleBreached:
     return RuleBreached(
         event_id=f"b:{ts_ns}", ts_ns=ts_ns, account_id="a", caused_by="x",
-        rule=RuleName.DAILY_LOSS, action=action, value=1.0, limit=1.0, phase="challenge",
+        rule=rule, action=action, value=1.0, limit=1.0, phase="challenge",
     )  # fmt: skip
 
 
@@ -153,6 +184,7 @@ def breach(ts_ns: int, action: BreachAction = BreachAction.FAIL) -> RuleBreached
         (T0 + 5, [], "missed"),
         (T0 + 5, [breach(T0 + 1, BreachAction.PAUSE)], "missed"),  # a pause is not a failure
         (None, [breach(T0 + 3)], "unproven"),
+        (None, [breach(T0 + 3, rule=RuleName.NEWS_TRADING)], "other"),
         (None, [], "clean"),
     ],
 )

@@ -9,10 +9,9 @@ from actors.plans import DEFAULT_PLAN
 from actors.reconcile import ReconcileConfig
 from actors.shard_actor import ShardConfig
 from actors.supervisor import Child, Supervisor
+from bridge.connections import EmbeddedConnection
 from bridge.liveness import Pulse
-from bridge.platform import ServerConfig
-from bridge.simulator import Limits, SimulatorConfig
-from bridge.worker import WorkerConfig
+from bridge.simulator import Limits
 
 
 class Answering:
@@ -27,12 +26,10 @@ class Answering:
 def supervisor(*children: Child) -> Supervisor:
     found = Supervisor(
         database_url="sqlite+aiosqlite://",
+        connections=(EmbeddedConnection(name="c"),),
         shard_count=1,
         plans=[DEFAULT_PLAN],
-        simulator=SimulatorConfig(),
-        server=ServerConfig(),
         limits=Limits(),
-        bridge=WorkerConfig(connection="c"),
         shard_config=ShardConfig(),
         max_pending_calls=10,
         reconcile=ReconcileConfig(),

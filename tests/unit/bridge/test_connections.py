@@ -17,7 +17,7 @@ from bridge.connections import (
     parse_connections,
     push_secrets,
 )
-from bridge.platform import SimulatorConnection
+from bridge.platform import BatchStates, SimulatorConnection
 from bridge.pushed import PushedEvents
 from bridge.simulator import SimulatorConfig
 from bridge.worker import WorkerConfig
@@ -58,8 +58,14 @@ def test_connect_when_bridge_tuning_given_then_it_replaces_the_published_rate() 
     connection = one(
         name="c1", platform="mt5", mt5=MT5, bridge={"requests_per_second": 3.0, "burst": 2}
     )
+    burst_only = one(
+        name="c2", platform="matchtrader", matchtrader=MATCHTRADER, bridge={"burst": 2}
+    )
 
     assert (connection.worker().requests_per_second, connection.worker().burst) == (3.0, 2)
+    # A field left out keeps the platform's published limit.
+    assert burst_only.worker().requests_per_second == pytest.approx(500 / 60)
+    assert burst_only.worker().burst == 2
 
 
 def test_connect_when_pushed_then_events_come_from_the_inbox_and_commands_go_to_the_adapter() -> (
@@ -72,6 +78,9 @@ def test_connect_when_pushed_then_events_come_from_the_inbox_and_commands_go_to_
     assert isinstance(platform, PushedEvents)
     assert platform.connection == "c1"
     assert isinstance(platform.inner, Mt5WebApi)
+    assert isinstance(platform, BatchStates)  # MT5's batch call still serves its queries
+    ctrader = one(name="c2", platform="ctrader", ctrader=CTRADER, pushed=True, push_secret=SECRET)
+    assert not isinstance(connect(ctrader, "sqlite+aiosqlite:///x.db"), BatchStates)
     assert push_secrets((connection,)) == {"c1": SECRET.encode()}
 
 
@@ -92,8 +101,17 @@ def test_connect_when_embedded_then_it_needs_the_simulator_actor() -> None:
         ([{"platform": "embedded", "name": "a"}] * 2, r"names must be unique, repeated: \['a'\]"),
         (
             [{"platform": "embedded", "name": "a"}, {"platform": "embedded", "name": "b"}],
-            r"distinct `simulator.server` names .* repeated: \['sim-1'\]",
+            r"each server needs its own name .* repeated: \['sim-1'\]",
         ),
+        (
+            [
+                {"platform": "embedded", "name": "a", "simulator": {"server": "m"}},
+                {"platform": "mt5", "name": "b", "mt5": MT5},
+            ],
+            r"repeated: \['m'\]",
+        ),
+        ([{"platform": "embedded", "name": "a", "bridge": {"burst": "x"}}], r"`bridge`: .*burst"),
+        ([{"platform": "embedded", "name": "a", "bridge": {"connection": "x"}}], "leave it out"),
         ([{"platform": "embedded", "name": "a", "pushed": True}], "`push_secret` must be set"),
         (
             [{"platform": "embedded", "name": "a", "pushed": True, "push_secret": "short"}],

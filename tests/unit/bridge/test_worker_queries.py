@@ -182,6 +182,7 @@ async def test_states_when_platform_has_a_batch_call_then_waiting_ones_share_one
     assert answers[:4] == [state(a) for a in "abcd"]
     assert isinstance(answers[4], NotFound)  # left out of the batch: no such account
     assert "'x'" in str(answers[4])
+    assert worker.unsent == 0
     stats = await worker.stats()
     assert (stats.queries, stats.query_requests) == (6, 3)
 
@@ -222,3 +223,18 @@ async def test_account_states_when_asked_together_then_one_batch_and_refusals_in
     assert answers[0] == state("a")
     assert isinstance(answers[1], NotFound)
     assert answers[2] == state("c")
+
+
+async def test_states_when_the_batch_call_is_refused_as_a_whole_then_asked_one_by_one() -> None:
+    # An older server without the batch call answers 404: not every account is missing.
+    platform = BatchPlatform(known={"a", "b"}, query_failures=[NotFound("404: no such route")])
+    worker = await started(platform, requests_per_second=20.0, burst=1)
+    try:
+        await worker.limiter.acquire()
+        asked = [asyncio.ensure_future(worker.account_state(a)) for a in "ab"]
+        assert await asyncio.gather(*asked) == [state("a"), state("b")]
+        assert worker.unsent == 0
+        assert await worker.idle()
+    finally:
+        stop(worker)
+    assert platform.log == ["states:a,b", "state:a", "state:b"]

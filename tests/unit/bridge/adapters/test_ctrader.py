@@ -3,6 +3,7 @@ WebServices REST calls (tests/unit/bridge/adapters/ctrader_stub.py)."""
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bridge.adapters._http import UNSUPPORTED
-from bridge.adapters.ctrader import CTraderConfig, CTraderOpenApi, _Error, _platform_error
+from bridge.adapters.ctrader import (
+    CTraderConfig,
+    CTraderNotFound,
+    CTraderOpenApi,
+    _Error,
+    _platform_error,
+)
+from bridge.adapters.mt5 import Mt5NotFound
 from bridge.codec import decode_messages
 from bridge.commands import (
     CloseAllPositions,
@@ -372,3 +380,12 @@ def test_platform_error_when_server_has_no_such_trader_then_not_found() -> None:
     assert isinstance(found, NotFound)
     assert isinstance(refused, Refused)
     assert not isinstance(refused, NotFound)
+
+
+def test_refusals_when_pickled_across_an_actor_boundary_then_the_same_type_and_message() -> None:
+    for error in (CTraderNotFound("CH_CTID_TRADER_ACCOUNT_NOT_FOUND", "x"),
+                  Mt5NotFound("MT5 /api/user/get {}", 13)):  # fmt: skip
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert isinstance(copy, NotFound)
+        assert str(copy) == str(error)
