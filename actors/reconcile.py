@@ -304,9 +304,7 @@ class Reconciler:
     async def _record(self, mismatches: list[Difference], at_ns: int) -> None:
         if not mismatches:
             return
-        if self.engine is None:
-            self.engine = create_engine(self.database_url)
-        await Journal(self.engine).append(
+        await self._journal().append(
             [
                 journal_record(
                     ReconciliationMismatch(
@@ -333,7 +331,7 @@ class Reconciler:
         if until_ns is None:
             until_ns = time.time_ns() - round(self.config.end_of_day_grace_s * 1e9)
         async with self.running:
-            pending = sorted(await self._hosted())
+            pending = hosted = sorted(await self._hosted())
             verdicts: list[DayVerdict] = []
             moving: list[str] = []
             for _ in range(_EOD_ATTEMPTS):  # an account whose money moved meanwhile: again
@@ -353,13 +351,13 @@ class Reconciler:
             counts[verdict.verdict] = counts.get(verdict.verdict, 0) + 1
         self.day = DayReport(
             until_ns=until_ns,
-            accounts=len(verdicts) + len(moving),
+            accounts=len(hosted),
             verdicts=counts,
             findings=findings,
             new_findings=new,
             unchecked=sum(not v.checked for v in verdicts),
             moving=len(moving),
-            errors=len(await self._hosted()) - len(verdicts) - len(moving),
+            errors=len(hosted) - len(verdicts) - len(moving),
         )
         if new:
             log.warning("end of day: %d new verdicts not confirmed", new)
@@ -384,9 +382,7 @@ class Reconciler:
             else:
                 known.append((r, first))
         recorded = [e.event_id for (_, events, _), _ in known for e in events if e.ts_ns < until_ns]
-        if self.engine is None:
-            self.engine = create_engine(self.database_url)
-        applied = await Journal(self.engine).has(recorded)
+        applied = await self._journal().has(recorded)
         verdicts = []
         for (view, events, plan), state in known:
             missing = [
@@ -444,8 +440,6 @@ class Reconciler:
         if not findings:
             self.reported = set()
             return 0
-        if self.engine is None:
-            self.engine = create_engine(self.database_url)
         records = []
         for finding in findings:
             proof = finding.proof
@@ -468,11 +462,18 @@ class Reconciler:
                 )
             )
         ids = {r.event_id for r in records}
-        known = await Journal(self.engine).has(list(ids))
-        await Journal(self.engine).append(records)
+        journal = self._journal()
+        known = await journal.has(list(ids))
+        await journal.append(records)
         new = ids - known - self.reported
         self.reported = ids
         return len(new)
+
+    def _journal(self) -> Journal:
+        """The journal, on an engine made at first use (in the actor's own process)."""
+        if self.engine is None:
+            self.engine = create_engine(self.database_url)
+        return Journal(self.engine)
 
     async def close(self) -> None:
         for task in (self.task, self.daily):

@@ -232,28 +232,24 @@ class Runtime:
     async def reconcile(self) -> dict[str, PassReport]:
         """Compare every account with its platform now, per connection (each connection's
         reconciler also does on its timer)."""
-        cells = list(self.cells.values())
-        reports: list[PassReport] = await asyncio.gather(
-            *(c.reconciler.run_pass.remote() for c in cells)
-        )
-        return {c.connection: r for c, r in zip(cells, reports, strict=True)}
+        return await self._ask_reconcilers("run_pass")
 
     async def reconciliation(self) -> dict[str, ReconcileReport]:
         """Per connection, the last pass and the accounts that differed from the platform."""
-        cells = list(self.cells.values())
-        reports: list[ReconcileReport] = await asyncio.gather(
-            *(c.reconciler.report.remote() for c in cells)
-        )
-        return {c.connection: r for c, r in zip(cells, reports, strict=True)}
+        return await self._ask_reconcilers("report")
 
     async def end_of_day(self, until_ns: int | None = None) -> dict[str, DayReport]:
         """Per connection, replay every account's deals recorded before `until_ns` (default:
         now less the grace) and confirm each verdict (each reconciler also does once a day)."""
+        return await self._ask_reconcilers("end_of_day", until_ns)
+
+    async def _ask_reconcilers(self, method: str, *args: Any) -> dict[str, Any]:
+        """Every connection's reconciler's answer to `method`, by connection."""
         cells = list(self.cells.values())
-        reports: list[DayReport] = await asyncio.gather(
-            *(c.reconciler.end_of_day.remote(until_ns) for c in cells)
+        answers = await asyncio.gather(
+            *(getattr(c.reconciler, method).remote(*args) for c in cells)
         )
-        return {c.connection: r for c, r in zip(cells, reports, strict=True)}
+        return {c.connection: a for c, a in zip(cells, answers, strict=True)}
 
     async def simulator_report(self) -> SimulatorReport:
         """What the embedded simulators saw, together (their accounts are distinct)."""

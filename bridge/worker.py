@@ -642,8 +642,7 @@ class BridgeWorker:
         )
         for query in queries:
             query.alone = True
-            self.asked.setdefault(query.key, query)
-            self.lanes.put_nowait((int(Lane.HISTORY), next(self.order), query))
+            self._ask_again(query)
 
     def _wanted(self, queries: list[Query]) -> list[Query]:
         """Those of `queries` someone still waits for (the others are dropped unsent)."""
@@ -662,8 +661,12 @@ class BridgeWorker:
         self.stats_.query_failures += len(queries)
         self._failed(exc)
         for query in queries:
-            self.asked.setdefault(query.key, query)
-            self.lanes.put_nowait((int(Lane.HISTORY), next(self.order), query))
+            self._ask_again(query)
+
+    def _ask_again(self, query: Query) -> None:
+        """Back to the lowest lane, shared again with any new caller until it is sent."""
+        self.asked.setdefault(query.key, query)
+        self.lanes.put_nowait((int(Lane.HISTORY), next(self.order), query))
 
     async def _answers(self, queries: list[Query]) -> list[Any]:
         """One request's answers, one per query (an account the batch left out: `NotFound`)."""

@@ -187,28 +187,31 @@ async def test_states_when_platform_has_a_batch_call_then_waiting_ones_share_one
     assert (stats.queries, stats.query_requests) == (6, 3)
 
 
-async def test_states_when_a_batch_request_fails_then_every_query_in_it_is_retried() -> None:
-    platform = BatchPlatform(known={"a", "b"}, query_failures=[Unavailable("503")])
+async def states_of_a_and_b(platform: AskedPlatform) -> Any:
+    """Ask for accounts a and b while the token bucket is empty (so both wait together);
+    assert both answers; returns the stopped worker."""
     worker = await started(platform, requests_per_second=20.0, burst=1)
     try:
         await worker.limiter.acquire()
         asked = [asyncio.ensure_future(worker.account_state(a)) for a in "ab"]
         assert await asyncio.gather(*asked) == [state("a"), state("b")]
+        assert worker.unsent == 0
+        assert await worker.idle()
     finally:
         stop(worker)
+    return worker
+
+
+async def test_states_when_a_batch_request_fails_then_every_query_in_it_is_retried() -> None:
+    platform = BatchPlatform(known={"a", "b"}, query_failures=[Unavailable("503")])
+    worker = await states_of_a_and_b(platform)
     assert platform.log == ["states:a,b", "states:a,b"]
     assert (await worker.stats()).query_failures == 2
 
 
 async def test_states_when_platform_has_no_batch_call_then_one_request_each() -> None:
     platform = AskedPlatform()
-    worker = await started(platform, requests_per_second=20.0, burst=1)
-    try:
-        await worker.limiter.acquire()
-        asked = [asyncio.ensure_future(worker.account_state(a)) for a in "ab"]
-        assert await asyncio.gather(*asked) == [state("a"), state("b")]
-    finally:
-        stop(worker)
+    await states_of_a_and_b(platform)
     assert platform.log == ["state:a", "state:b"]
 
 
@@ -228,13 +231,5 @@ async def test_account_states_when_asked_together_then_one_batch_and_refusals_in
 async def test_states_when_the_batch_call_is_refused_as_a_whole_then_asked_one_by_one() -> None:
     # An older server without the batch call answers 404: not every account is missing.
     platform = BatchPlatform(known={"a", "b"}, query_failures=[NotFound("404: no such route")])
-    worker = await started(platform, requests_per_second=20.0, burst=1)
-    try:
-        await worker.limiter.acquire()
-        asked = [asyncio.ensure_future(worker.account_state(a)) for a in "ab"]
-        assert await asyncio.gather(*asked) == [state("a"), state("b")]
-        assert worker.unsent == 0
-        assert await worker.idle()
-    finally:
-        stop(worker)
+    await states_of_a_and_b(platform)
     assert platform.log == ["states:a,b", "state:a", "state:b"]
