@@ -1,28 +1,27 @@
-"""The aiohttp application: one factory, typed app keys, short handlers."""
+"""The aiohttp application: one factory, typed app keys, endpoints declared once.
+
+`create_app` wires the admin API (`api/admin/`), its OpenAPI document (`GET /api/openapi.json`)
+and docs page (`GET /api/docs`) over a running supervisor and the database.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actors.runtime import RuntimeStats
-from actors.shard import AccountView
-from actors.supervisor import Health
+from api.auth import Tokens
+from api.endpoints import Endpoint, errors, install
+from api.problems import problem as problem  # re-exported for the ingestion routes
+from api.services import ENGINE, SUPERVISOR, TOKENS, Supervisor
 
-
-class Supervisor(Protocol):
-    """What the HTTP layer needs of the running system."""
-
-    async def account(self, account_id: str) -> AccountView | None: ...
-
-    async def stats(self) -> RuntimeStats: ...
-
-    async def health(self) -> Health: ...
+API_TITLE = "propvisor admin"
+API_VERSION = "1.0.0"
 
 
-SUPERVISOR = web.AppKey("supervisor", Supervisor)
+OPENAPI = web.AppKey("openapi", dict)
 
 _json = msgspec.json.Encoder()
 
@@ -31,37 +30,47 @@ def json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=_json.encode(value), status=status, content_type="application/json")
 
 
-def problem(status: int, title: str, detail: str) -> web.Response:
-    """An RFC 9457 problem+json answer."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return web.Response(
-        body=_json.encode(body), status=status, content_type="application/problem+json"
+def endpoints() -> list[Endpoint]:
+    """Every endpoint of the admin API, in the order the docs list them."""
+    from api.admin import (
+        accounts,
+        audit,
+        leads,
+        plans,
+        purchases,
+        reports,
+        system,
+        timeline,
+        traders,
     )
 
-
-async def health(request: web.Request) -> web.Response:
-    """Every actor's state; 503 when one is down for good (restarting is still a 200)."""
-    found = await request.app[SUPERVISOR].health()
-    return json_response(found, status=503 if found.status == "down" else 200)
+    modules = (system, plans, traders, leads, purchases, accounts, timeline, reports, audit)
+    return [endpoint for module in modules for endpoint in module.ENDPOINTS]
 
 
-async def get_account(request: web.Request) -> web.Response:
-    account_id = request.match_info["account_id"]
-    view = await request.app[SUPERVISOR].account(account_id)
-    if view is None:
-        return problem(404, "Account not found", f"no account with id {account_id!r}")
-    return json_response(view)
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])
 
 
-async def get_stats(request: web.Request) -> web.Response:
-    return json_response(await request.app[SUPERVISOR].stats())
+async def docs(request: web.Request) -> web.Response:
+    from api.openapi import docs_page
+
+    return web.Response(text=docs_page(request.app[OPENAPI]), content_type="text/html")
 
 
-def create_app(supervisor: Supervisor) -> web.Application:
-    """The HTTP app over a running supervisor."""
-    app = web.Application()
+def create_app(
+    supervisor: Supervisor, engine: AsyncEngine, *, tokens: Tokens | None = None
+) -> web.Application:
+    """The HTTP app over a running supervisor and its database."""
+    from api.openapi import document
+
+    app = web.Application(middlewares=[errors])
     app[SUPERVISOR] = supervisor
-    app.router.add_get("/api/v1/health", health)
-    app.router.add_get("/api/v1/stats", get_stats)
-    app.router.add_get("/api/v1/accounts/{account_id}", get_account)
+    app[ENGINE] = engine
+    app[TOKENS] = tokens or Tokens(engine)
+    declared = endpoints()
+    install(app, declared)
+    app[OPENAPI] = document(declared, title=API_TITLE, version=API_VERSION)
+    app.router.add_get("/api/openapi.json", openapi)
+    app.router.add_get("/api/docs", docs)
     return app

@@ -25,10 +25,11 @@ from hdrh.histogram import HdrHistogram
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig, RuntimeStats
 from api.app import create_app
+from api.auth import Role, issue_token
 from api.settings import Settings
 from bridge.connections import EmbeddedConnection
 from bridge.simulator import SimulatorReport
-from ledger.database import database_label, upgrade
+from ledger.database import create_engine, database_label, upgrade
 
 
 class Latency(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,8 +178,14 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     await asyncio.gather(
         *(runtime.host(account_ids[i :: len(names)], name) for i, name in enumerate(names))
     )
-    runner, address = await serve_http(create_app(runtime), settings.http_host, settings.http_port)
-    say(f"HTTP app:       {address}/api/v1/accounts/{account_ids[0]}")
+    engine = create_engine(settings.database_url)
+    async with engine.begin() as conn:
+        issued = await issue_token(conn, f"demo-{run_id}", Role.ADMIN, by="demo")
+    app = create_app(runtime, engine)
+    runner, address = await serve_http(app, settings.http_host, settings.http_port)
+    say(f"HTTP app:       {address}/api/docs (admin token for this run: {issued.token})")
+    bearer = f"Authorization: Bearer {issued.token}"
+    say(f"  curl -H '{bearer}' {address}/api/v1/accounts/{account_ids[0]}")
     for name, router in runtime.routers.items():
         say(f"connection {name}: shards={router.shard_count}")
     say(f"database={database_label(settings.database_url)}")
@@ -193,6 +200,7 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     finally:
         await runner.cleanup()
         await runtime.close()
+        await engine.dispose()
 
 
 async def summarise(runtime: Runtime, settings: Settings, elapsed: float) -> DemoSummary:

@@ -31,6 +31,7 @@ journal = Table(
     Column("payload", LargeBinary, nullable=False),
     UniqueConstraint("event_id", name="uq_journal_event_id"),
     Index("ix_journal_account_id", "account_id"),
+    Index("ix_journal_account_ts", "account_id", "ts_ns"),
 )
 """Append-only log of encoded events: `seq` is the global order, `event_id` makes retries no-ops."""
 
@@ -76,3 +77,173 @@ ingest_cursors = Table(
     Column("seq", BigInteger, nullable=False),
 )
 """Per connection, the last inbox `seq` the bridge delivered to the shards."""
+
+# -- the operators' side (admin API): who may act, what they did, and what they manage ----------
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("token_hash", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("revoked_ns", BigInteger, nullable=True),
+    UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
+)
+"""Bearer tokens, stored only as their SHA-256; the token itself is shown once, at creation."""
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", _SeqType, primary_key=True, autoincrement=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target_type", Text, nullable=False),
+    Column("target_id", Text, nullable=False),
+    Column("trader_id", Text, nullable=True),
+    Column("before", Text, nullable=True),
+    Column("after", Text, nullable=True),
+    Column("request_id", Text, nullable=False),
+    Column("prev_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+    Index("ix_audit_log_target", "target_type", "target_id"),
+    Index("ix_audit_log_trader", "trader_id", "ts_ns"),
+    Index("ix_audit_log_actor", "actor"),
+)
+"""Append-only record of every state-changing call; each row's `hash` covers the previous one's."""
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", Text, nullable=False),
+)
+"""One row: the chain's last `seq` and `hash`. Writers update it in their transaction, which
+serialises them, so the chain never forks."""
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("principal", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("route", Text, nullable=False),
+    Column("body_hash", Text, nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("response", LargeBinary, nullable=True),
+    Column("created_ns", BigInteger, nullable=False),
+)
+"""First answer per (token, `Idempotency-Key`); `status` is null while the first call runs."""
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("plan_id", Text, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("digest", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("created_by", Text, nullable=False),
+)
+"""Every version of every plan, as JSON; a version is never changed once written."""
+
+traders = Table(
+    "traders",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("email", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("country", Text, nullable=False),
+    Column("language", Text, nullable=False),
+    Column("timezone", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("campaign", Text, nullable=True),
+    Column("affiliate_code", Text, nullable=True),
+    Column("rep_id", Text, nullable=True),
+    Column("created_ns", BigInteger, nullable=False),
+    UniqueConstraint("email", name="uq_traders_email"),
+    Index("ix_traders_rep", "rep_id", "created_ns"),
+    Index("ix_traders_source", "source"),
+)
+
+sales_reps = Table(
+    "sales_reps",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("email", Text, nullable=False),
+    Column("daily_capacity", Integer, nullable=False),
+    Column("active", Integer, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+)
+"""Sales reps new traders are routed to; `daily_capacity` caps the leads a rep gets a UTC day."""
+
+lead_rules = Table(
+    "lead_rules",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("priority", Integer, nullable=False),
+    Column("languages", Text, nullable=False),
+    Column("timezones", Text, nullable=False),
+    Column("rep_ids", Text, nullable=False),
+    Column("turn", BigInteger, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+)
+"""Lead routing: the first rule (lowest `priority`) whose languages and time-zone prefixes match
+a new trader picks among its reps round-robin (`turn` counts the leads it has placed)."""
+
+purchases = Table(
+    "purchases",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("trader_id", Text, nullable=False),
+    Column("plan_id", Text, nullable=False),
+    Column("plan_version", Integer, nullable=False),
+    Column("payment_reference", Text, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("country", Text, nullable=False),
+    Column("account_id", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    UniqueConstraint("payment_reference", name="uq_purchases_payment_reference"),
+    Index("ix_purchases_trader", "trader_id"),
+    Index("ix_purchases_country_time", "country", "created_ns"),
+)
+"""Challenge purchases (fees in minor units); `country` is the trader's at the time, for
+jurisdiction reports."""
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("trader_id", Text, nullable=False),
+    Column("purchase_id", Text, nullable=False),
+    Column("plan_id", Text, nullable=False),
+    Column("plan_version", Integer, nullable=False),
+    Column("phase", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("connection", Text, nullable=False),
+    Column("platform_login", Text, nullable=True),
+    Column("failed_rule", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("previous_id", Text, nullable=True),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+    Index("ix_accounts_trader", "trader_id"),
+    Index("ix_accounts_status", "status"),
+    Index("ix_accounts_plan", "plan_id"),
+)
+"""The registry of sold accounts: which trader, plan version and phase, and where it stands
+(`pending`, `active`, `provisioning_failed`, `frozen`, `failed`, `passed`)."""
+
+followers = Table(
+    "followers",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+"""Per reader of the journal (the registry follower), the last `seq` it has handled."""

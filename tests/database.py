@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ledger.audit import GENESIS
 from ledger.database import create_engine, upgrade
 
 T = TypeVar("T")
@@ -29,6 +30,16 @@ LEDGER_TABLES = (
     "shard_checkpoints",
     "ingest_inbox",
     "ingest_cursors",
+    "api_tokens",
+    "audit_log",
+    "idempotency_keys",
+    "plans",
+    "traders",
+    "sales_reps",
+    "lead_rules",
+    "purchases",
+    "accounts",
+    "followers",
 )
 
 POSTGRES_REQUIRED = (
@@ -113,6 +124,7 @@ async def truncate_ledger(url: str) -> None:
     conn = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=10)
     try:
         await conn.execute(f"TRUNCATE {', '.join(LEDGER_TABLES)} RESTART IDENTITY")
+        await conn.execute(f"UPDATE audit_head SET seq = 0, hash = '{GENESIS}'")
     finally:
         await conn.close()
 

@@ -1,0 +1,1 @@
+"""The operators' admin API: one module per resource, each exporting its `ENDPOINTS`."""

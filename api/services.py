@@ -1,0 +1,49 @@
+"""What the handlers share, as typed app keys: the database, the token store, the supervisor."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from actors.plans import Plan
+from actors.runtime import RuntimeStats
+from actors.shard import AccountView
+from actors.supervisor import Health
+from api.auth import Tokens
+
+
+class Opened(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an account was opened: its platform connection and its login there."""
+
+    connection: str
+    login: str
+
+
+class Supervisor(Protocol):
+    """What the HTTP layer needs of the running system (`actors.runtime.Runtime`)."""
+
+    async def account(self, account_id: str) -> AccountView | None: ...
+
+    async def stats(self) -> RuntimeStats: ...
+
+    async def health(self) -> Health: ...
+
+
+class Operator(Supervisor, Protocol):
+    """What the admin API needs on top: open accounts and freeze or unfreeze them by hand."""
+
+    async def open_account(
+        self, account_id: str, plan: Plan, *, phase: str | None = None
+    ) -> Opened: ...
+
+    async def set_trading(
+        self, account_id: str, *, enabled: bool, reason: str, command_id: str
+    ) -> None: ...
+
+
+ENGINE = web.AppKey("engine", AsyncEngine)
+TOKENS = web.AppKey("tokens", Tokens)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
