@@ -172,6 +172,12 @@ class Reconciler:
             description="Accounts differing from the platform as of the last pass.",
         )
 
+    async def remember(self, plans: Sequence[Plan]) -> None:
+        """Know more plans (sold after start) for the end-of-day check; a restarted reconciler
+        knows only the plans it was created with, and leaves the others' accounts unchecked."""
+        for plan in plans:
+            self.plans.setdefault(plan.id, plan)
+
     async def start(self) -> None:
         """Pass every `interval_s`, the first one `interval_s` from now; with `end_of_day`,
         check the day once a day, `end_of_day_grace_s` after the first plan's day boundary."""

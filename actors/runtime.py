@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,13 +21,22 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.endofday import DayReport
 from actors.endofday import limits_of as replayable_limits
+from actors.market import to_cents
 from actors.plans import Plan
 from actors.reconcile import PassReport, ReconcileConfig, ReconcileReport
 from actors.router import Router
 from actors.shard import AccountView, ShardStats
 from actors.shard_actor import ShardConfig
 from actors.supervisor import Cell, Health, RemoteSupervisor, Topology
+from bridge.codec import encode_batch
+from bridge.commands import (
+    AnyPlatformCommand,
+    DisableTrading,
+    EnableTrading,
+    ProvisionAccount,
+)
 from bridge.connections import DEFAULT_CONNECTIONS, Connection, EmbeddedConnection, check_names
+from bridge.platform import DONE
 from bridge.simulator import Limits, SimulatorReport
 from bridge.worker import BridgeStats
 
@@ -41,9 +51,21 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     shard: ShardConfig = ShardConfig()
     max_pending_calls: int = 1_000  # per shard: callers beyond it get an error, not a queue
     reconcile: ReconcileConfig = ReconcileConfig()
+    command_timeout_s: float = 30.0  # how long an operator's command waits for the platform
 
     def __post_init__(self) -> None:
         check_names(self.connections)
+
+
+class Opened(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an account was opened: its platform connection and its login there."""
+
+    connection: str
+    login: str
+
+
+class OpeningFailed(Exception):
+    """The platform refused a command, or did not answer in time; the message says which."""
 
 
 class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -137,9 +159,18 @@ class Runtime:
         health: Health = await self.supervisor.health.remote()
         return health
 
-    async def host(self, account_ids: Sequence[str], connection: str | None = None) -> None:
-        """Host each account on its shard of `connection` (default: the first), then, on an
-        embedded simulator, open it there.
+    async def host(
+        self,
+        account_ids: Sequence[str],
+        connection: str | None = None,
+        *,
+        plan: Plan | None = None,
+        phase: str | None = None,
+        funded: bool = True,
+    ) -> None:
+        """Host each account under `plan` (default: the configured one) in `phase` (default:
+        its first) on its shard of `connection` (default: the first), then, if `funded`, on an
+        embedded simulator, open it there funded.
 
         In this order the shard knows the account before the platform can report its first
         deal. Accounts on any other platform must exist there already (or be provisioned
@@ -150,16 +181,100 @@ class Runtime:
         router = self.routers[cell.connection]
         per_shard: list[list[tuple[str, Plan]]] = [[] for _ in cell.shards]
         for account_id in account_ids:
-            per_shard[router.shard_of(account_id)].append((account_id, self.config.plan))
+            per_shard[router.shard_of(account_id)].append((account_id, plan or self.config.plan))
         await asyncio.gather(
-            *(s.register.remote(batch) for s, batch in zip(cell.shards, per_shard, strict=True))
+            *(
+                shard.register.remote(batch, phase, funded)
+                for shard, batch in zip(cell.shards, per_shard, strict=True)
+                if batch
+            )
         )
         for account_id in account_ids:
             self.home[account_id] = cell.connection
-        if cell.server is not None:
+        if cell.server is not None and funded:
             # The embedded simulator opens them funded, as the entities are: pre-provisioned,
             # like `propvisor simulate --accounts`.
             await cell.server.provision.remote(list(account_ids))
+
+    async def open_account(
+        self,
+        account_id: str,
+        plan: Plan,
+        *,
+        phase: str | None = None,
+        connection: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Opened:
+        """Sell an account: host it under `plan` in `phase`, waiting for its first deposit,
+        then open it on its platform through the bridge's provisioning lane (rate-limited,
+        behind freezes); the platform's deposit event funds the entity. Its connection is
+        `connection`, else where it was hosted, else one chosen by a stable hash of its id.
+
+        Safe to repeat for the same id (a retry after a failure or a time-out): the shard keeps
+        the account it hosts, and a provisioning carried out before is done, never a second
+        account. Raises `OpeningFailed` with the platform's reason.
+        """
+        if plan.initial_balance is None:
+            raise OpeningFailed(f"plan {plan.id!r} sets no initial balance to deposit")
+        name = connection or self.home.get(account_id) or self._place(account_id)
+        cell = self.cell(name)
+        await self.host([account_id], name, plan=plan, phase=phase, funded=False)
+        await cell.reconciler.remember.remote([plan])
+        command = ProvisionAccount(
+            command_id=f"provision:{account_id}",
+            account_id=account_id,
+            group=plan.platform_group,
+            leverage=plan.leverage,
+            deposit_cents=to_cents(plan.initial_balance),
+            currency=plan.currency,
+        )
+        await self._carry_out(cell, command, timeout_s)
+        return Opened(connection=name, login=account_id)
+
+    async def set_trading(
+        self,
+        account_id: str,
+        *,
+        enabled: bool,
+        reason: str,
+        command_id: str,
+        connection: str | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        """Freeze (`enabled=False`) or unfreeze an account on its platform by hand, through the
+        bridge's protect lane, and wait for the platform's answer (`OpeningFailed` if it
+        refuses). Each action needs its own `command_id`: a repeated id is done already."""
+        cell = self.cell(connection or self.home.get(account_id) or self._place(account_id))
+        command: AnyPlatformCommand = (
+            EnableTrading(command_id=command_id, account_id=account_id, reason=reason)
+            if enabled
+            else DisableTrading(
+                command_id=command_id, account_id=account_id, reason=reason, caused_by="operator"
+            )
+        )
+        await self._carry_out(cell, command, timeout_s)
+
+    async def _carry_out(
+        self, cell: Cell, command: AnyPlatformCommand, timeout_s: float | None
+    ) -> None:
+        """Send one command through the connection's bridge and wait for the platform's answer
+        (up to `timeout_s`, default `command_timeout_s`)."""
+        timeout_s = self.config.command_timeout_s if timeout_s is None else timeout_s
+        try:
+            codes: list[int] = await asyncio.wait_for(
+                cell.worker.execute.remote(encode_batch([command])), timeout_s
+            )
+        except TimeoutError:
+            raise OpeningFailed(
+                f"{cell.connection} did not answer within {timeout_s:.0f} s (the command stays "
+                "queued in the bridge; retrying is safe)"
+            ) from None
+        if codes[0] != DONE:
+            raise OpeningFailed(f"{cell.connection} refused {command.command_id}: code {codes[0]}")
+
+    def _place(self, account_id: str) -> str:
+        names = [c.name for c in self.config.connections]
+        return names[zlib.crc32(account_id.encode()) % len(names)]
 
     def shard_for(self, account_id: str, connection: str | None = None) -> Any:
         """The shard hosting an account on `connection` (default: where it was hosted, else

@@ -88,12 +88,22 @@ class ShardCore:
         self.clock_ns = 0  # the time of the latest event applied
         self.stats = ShardStats(shard=shard)
 
-    def register(self, accounts: Iterable[tuple[str, Plan]]) -> int:
-        """Host new accounts; an id already hosted is left as it is. Returns how many were new."""
+    def register(
+        self,
+        accounts: Iterable[tuple[str, Plan]],
+        *,
+        phase: str | None = None,
+        funded: bool = True,
+    ) -> int:
+        """Host new accounts in `phase` (default: the plan's first), `funded` with the plan's
+        initial balance or waiting for their first deposit; an id already hosted is left as it
+        is. Returns how many were new."""
         added = 0
         for account_id, plan in accounts:
             if account_id not in self.accounts and account_id not in self.passive:
-                self.accounts[account_id] = Account.open(account_id, plan)
+                self.accounts[account_id] = Account.open(
+                    account_id, plan, phase=phase, funded=funded
+                )
                 self.dirty.add(account_id)
                 added += 1
         self._count_hosted()

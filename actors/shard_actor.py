@@ -181,12 +181,18 @@ class AccountShard:
         await self.ready()
         self.bridge = bridge
 
-    async def register(self, accounts: Sequence[tuple[str, Plan]]) -> int:
-        """Host new accounts and checkpoint them before answering, so a restart knows them."""
+    async def register(
+        self,
+        accounts: Sequence[tuple[str, Plan]],
+        phase: str | None = None,
+        funded: bool = True,
+    ) -> int:
+        """Host new accounts (`ShardCore.register`) and checkpoint them before answering, so a
+        restart knows them."""
         await self.ready()
         for _, plan in accounts:
             self.plans.setdefault(plan.id, plan)
-        added = self.core.register(accounts)
+        added = self.core.register(accounts, phase=phase, funded=funded)
         if added:
             await self.checkpoint()
         return added
