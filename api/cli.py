@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+import getpass
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from api.auth import Role
 from api.settings import load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+DatabaseCommand = Callable[["AsyncEngine", argparse.Namespace], Awaitable[int]]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +83,53 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="apply migrations up to the newest")
     upgrade.add_argument("--database-url", help="overrides $PROPVISOR_DATABASE_URL")
+    _add_token_commands(commands)
+    _add_audit_commands(commands)
     return parser
+
+
+def _add_token_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token = commands.add_parser("token", help="admin API tokens: create, list, revoke")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser(
+        "create",
+        help="create a token and print it once",
+        description="Create an admin API token. The first line on stdout is the token alone "
+        "(capture it: it is not shown again, the database keeps only its SHA-256); its id and "
+        "role follow on stderr. Audited as token.create.",
+    )
+    create.add_argument("--role", required=True, choices=[role.value for role in Role])
+    create.add_argument("--name", required=True, type=_token_name, help="who or what uses it")
+    listing = token_commands.add_parser("list", help="every token: id, name, role, dates")
+    revoke = token_commands.add_parser(
+        "revoke",
+        help="revoke a token (API processes stop accepting it within 5 s)",
+        description="Revoke a live token by id (audited as token.revoke). Exit 1 if there is "
+        "no such live token.",
+    )
+    revoke.add_argument("token_id", metavar="TOKEN_ID")
+    for command in (create, listing, revoke):
+        command.add_argument("--database-url", help="overrides $PROPVISOR_DATABASE_URL")
+
+
+def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser("audit", help="the audit trail")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify",
+        help="recompute the audit chain's hashes",
+        description="Walk the audit chain and recompute every hash. Exit 0 and the head hash "
+        "(keep it elsewhere: only a kept head reveals a truncated tail), or exit 1 naming the "
+        "first broken record.",
+    )
+    verify.add_argument("--database-url", help="overrides $PROPVISOR_DATABASE_URL")
+    verify.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
+
+
+def _token_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be blank")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -113,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _replay(args)
     if args.command == "simulate":
         return _simulate(args)
+    if args.command == "token":
+        commands = {"create": _token_create, "list": _token_list, "revoke": _token_revoke}
+        return _on_database(args, commands[args.token_command])
+    if args.command == "audit":
+        return _on_database(args, _audit_verify)
     return _db_upgrade(args)
 
 
@@ -182,6 +242,133 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     asyncio.run(upgrade(settings.database_url))
     print(f"database at head: {database_label(settings.database_url)}")
     return 0
+
+
+def _on_database(args: argparse.Namespace, command: DatabaseCommand) -> int:
+    """Run `command` on the configured database, migrated to head first."""
+    settings = load_settings(args.config, database_url=args.database_url)
+    return asyncio.run(_migrated(settings.database_url, command, args))
+
+
+async def _migrated(url: str, command: DatabaseCommand, args: argparse.Namespace) -> int:
+    from ledger.database import create_engine, upgrade
+
+    await upgrade(url)
+    engine = create_engine(url)
+    try:
+        return await command(engine, args)
+    finally:
+        await engine.dispose()
+
+
+def _operator() -> str:
+    """Who runs the command, as the audit trail names them."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return "cli:unknown"
+
+
+async def _token_create(engine: AsyncEngine, args: argparse.Namespace) -> int:
+    from api.auth import issue_token
+
+    async with engine.begin() as conn:
+        issued = await issue_token(conn, args.name, Role(args.role), by=_operator())
+    print(issued.token, flush=True)  # the first line alone, so a script can capture it
+    print(
+        f"token {issued.token_id} (role {issued.role.value}) for {issued.name!r}: "
+        "store it now, it is not shown again",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def _token_list(engine: AsyncEngine, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from ledger.schema import api_tokens
+
+    # Never the hash: it is not secret by itself, but nothing needs it outside the lookup.
+    query = select(
+        api_tokens.c.id,
+        api_tokens.c.name,
+        api_tokens.c.role,
+        api_tokens.c.created_ns,
+        api_tokens.c.revoked_ns,
+    ).order_by(api_tokens.c.created_ns, api_tokens.c.id)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    table = [("ID", "NAME", "ROLE", "CREATED", "REVOKED")]
+    table += [(r.id, r.name, r.role, _utc(r.created_ns), _utc(r.revoked_ns)) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _utc(ts_ns: int | None) -> str:
+    if ts_ns is None:
+        return "-"
+    instant = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, dt.UTC)
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _token_revoke(engine: AsyncEngine, args: argparse.Namespace) -> int:
+    async with engine.begin() as conn:
+        revoked = await _revoke_audited(conn, args.token_id, _operator())
+    if not revoked:
+        print(f"no live token {args.token_id!r} (unknown or already revoked)", file=sys.stderr)
+        return 1
+    print(f"token {args.token_id} revoked: API processes refuse it within 5 s (their token cache)")
+    return 0
+
+
+async def _revoke_audited(conn: AsyncConnection, token_id: str, by: str) -> bool:
+    """Revoke a live token and record it (`token.revoke`) in the caller's transaction."""
+    from sqlalchemy import select
+
+    from api.auth import revoke_token
+    from ledger import audit
+    from ledger.schema import api_tokens
+
+    live = select(api_tokens.c.name, api_tokens.c.role).where(
+        api_tokens.c.id == token_id, api_tokens.c.revoked_ns.is_(None)
+    )
+    row = (await conn.execute(live)).first()
+    if row is None or not await revoke_token(conn, token_id):
+        return False
+    before = {"name": row.name, "role": row.role, "revoked": False}
+    record = audit.AuditRecord(
+        actor=by,
+        role=Role.ADMIN.value,  # as for token.create: whoever reaches the database is admin
+        action="token.revoke",
+        target_type="token",
+        target_id=token_id,
+        before=before,
+        after={**before, "revoked": True},
+        request_id=f"{by}:revoke:{token_id}",
+    )
+    await audit.append(conn, [record])
+    return True
+
+
+async def _audit_verify(engine: AsyncEngine, args: argparse.Namespace) -> int:
+    import msgspec
+
+    from ledger.audit import verify
+
+    report = await verify(engine)
+    if args.as_json:
+        print(msgspec.json.encode(report).decode())
+    elif report.ok:
+        print(f"audit chain intact: {report.records} records, head {report.head_hash}")
+    else:
+        print(
+            f"audit chain broken at record {report.broken_at}: {report.problem} "
+            f"({report.records} records intact before it)",
+            file=sys.stderr,
+        )
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":  # pragma: no cover
