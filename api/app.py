@@ -6,16 +6,19 @@ and docs page (`GET /api/docs`) over a running supervisor and the database.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.admin.follower import Follower, FollowerConfig
 from api.auth import Tokens
 from api.endpoints import Endpoint, errors, install
 from api.problems import problem as problem  # re-exported for the ingestion routes
-from api.services import ENGINE, SUPERVISOR, TOKENS, Supervisor
+from api.services import ENGINE, SUPERVISOR, TOKENS, Operator, Supervisor
 
 API_TITLE = "propvisor admin"
 API_VERSION = "1.0.0"
@@ -59,9 +62,14 @@ async def docs(request: web.Request) -> web.Response:
 
 
 def create_app(
-    supervisor: Supervisor, engine: AsyncEngine, *, tokens: Tokens | None = None
+    supervisor: Supervisor,
+    engine: AsyncEngine,
+    *,
+    tokens: Tokens | None = None,
+    follow: FollowerConfig | None = None,
 ) -> web.Application:
-    """The HTTP app over a running supervisor and its database."""
+    """The HTTP app over a running supervisor and its database. With `follow`, it also runs
+    the registry follower (phase outcomes, provisioning retries) while it serves."""
     from api.openapi import document
 
     app = web.Application(middlewares=[errors])
@@ -73,4 +81,18 @@ def create_app(
     app[OPENAPI] = document(declared, title=API_TITLE, version=API_VERSION)
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/api/docs", docs)
+    if follow is not None:
+        app.cleanup_ctx.append(_following(follow))
     return app
+
+
+def _following(config: FollowerConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        operator: Operator = app[SUPERVISOR]  # type: ignore[assignment]
+        follower = Follower(app[ENGINE], operator, config)
+        task = asyncio.create_task(follower.run_forever())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return run

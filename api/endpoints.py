@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REQUEST_ID = "X-Request-Id"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 BodyType = type[pydantic.BaseModel] | type[msgspec.Struct]
 
@@ -144,7 +145,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             principal=principal,
             body=_parse_body(endpoint.body, raw),
             query=_parse_query(endpoint.query, request),
-            request_id=request[REQUEST_ID],
+            request_id=request[REQUEST_ID_KEY],
         )
         key = request.headers.get(idempotency.HEADER)
         if endpoint.idempotent and key is not None and principal is not None:
@@ -254,7 +255,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     logged, with no internals in the answer)."""
     given = request.headers.get(REQUEST_ID, "")
     request_id = given if 0 < len(given) <= 128 and given.isprintable() else _new_id()
-    request[REQUEST_ID] = request_id
+    request[REQUEST_ID_KEY] = request_id
     try:
         response: web.StreamResponse = await handler(request)
     except ApiError as exc:
@@ -266,8 +267,11 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
             errors=exc.errors,
             headers=exc.headers,
         )
-    except web.HTTPException as exc:
-        response = problem(exc.status, exc.reason, exc.text or exc.reason, request_id=request_id)
+    except web.HTTPException as exc:  # aiohttp's own: 404 no route, 405 (keeping `Allow`)...
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
+        response = problem(
+            exc.status, exc.reason, exc.text or exc.reason, request_id=request_id, headers=kept
+        )
     except Exception:
         log.exception(
             "request %s %s failed (request id %s)", request.method, request.path, request_id
@@ -280,6 +284,9 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         )
     response.headers[REQUEST_ID] = request_id
     return response
+
+
+_BODY_HEADERS = {"content-type", "content-length"}
 
 
 def _new_id() -> str:

@@ -77,6 +77,8 @@ class _Components:
                 wanted.append((endpoint.body, "validation"))
             if endpoint.response is not None:
                 wanted.append((endpoint.response, "serialization"))
+            if endpoint.query is not None:  # its enums' `$defs`, which its parameters refer to
+                wanted.append((endpoint.query, "validation"))
         wanted = list(dict.fromkeys(wanted))
         models = [(k, m) for k, m in wanted if _is_pydantic(k)]
         refs, found = models_json_schema(models, ref_template=REF)

@@ -61,10 +61,22 @@ def decode_cursor(cursor: str | None, shape: tuple[type, ...]) -> list[Any] | No
     return key
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def _fits(key: Any, shape: tuple[type, ...]) -> bool:
+    """The key has the shape's types, each value storable (a 64-bit integer, text without NUL)."""
     if not isinstance(key, list) or len(key) != len(shape):
         return False
-    return all(type(part) is kind for part, kind in zip(key, shape, strict=True))
+    return all(_part_fits(part, kind) for part, kind in zip(key, shape, strict=True))
+
+
+def _part_fits(part: Any, kind: type) -> bool:
+    if type(part) is not kind:
+        return False
+    if isinstance(part, int):
+        return part in _INT64
+    return not (isinstance(part, str) and "\x00" in part)
 
 
 def page_of(items: list[T], limit: int, key_of: Any) -> Page[T]:

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import msgspec
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.plans import Plan
-from actors.runtime import RuntimeStats
+from actors.runtime import Opened, RuntimeStats
 from actors.shard import AccountView
 from actors.supervisor import Health
 from api.auth import Tokens
-
-
-class Opened(msgspec.Struct, frozen=True, kw_only=True):
-    """Where an account was opened: its platform connection and its login there."""
-
-    connection: str
-    login: str
 
 
 class Supervisor(Protocol):
@@ -40,7 +32,13 @@ class Operator(Supervisor, Protocol):
     ) -> Opened: ...
 
     async def set_trading(
-        self, account_id: str, *, enabled: bool, reason: str, command_id: str
+        self,
+        account_id: str,
+        *,
+        enabled: bool,
+        reason: str,
+        command_id: str,
+        connection: str | None = None,
     ) -> None: ...
 
 

@@ -23,6 +23,10 @@ class Inbox:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
     async def accept(self, connection: str, events: Sequence[tuple[str, bytes]]) -> set[str]:
         """Store (event id, payload) pairs not stored before, in one transaction; returns the
         ids newly stored (the rest were duplicates). Durable when it returns."""

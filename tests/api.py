@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.admin.follower import FollowerConfig
 from api.app import create_app
 from api.auth import Role, create_token
 from api.services import Supervisor
@@ -60,11 +61,16 @@ class Api:
 
 
 @asynccontextmanager
-async def serve(engine: AsyncEngine, supervisor: Supervisor | None = None) -> AsyncIterator[Api]:
-    """The app on 127.0.0.1, a free port, with one token per role (named after the role)."""
+async def serve(
+    engine: AsyncEngine,
+    supervisor: Supervisor | None = None,
+    follow: FollowerConfig | None = None,
+) -> AsyncIterator[Api]:
+    """The app on 127.0.0.1, a free port, with one token per role (named after the role);
+    with `follow`, the registry follower runs too."""
     async with engine.begin() as conn:
         tokens = {role: (await create_token(conn, role.value, role)).token for role in Role}
-    app = create_app(supervisor or NoSupervisor(), engine)  # type: ignore[arg-type]
+    app = create_app(supervisor or NoSupervisor(), engine, follow=follow)  # type: ignore[arg-type]
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

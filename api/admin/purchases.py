@@ -1,7 +1,266 @@
-"""Placeholder: filled in by the admin API work (issue 6)."""
+"""Purchases: `POST /api/v1/purchases` sells a plan to a trader and opens the account.
+
+The purchase and its account (`pending`) are written in one transaction with their audit
+records; then the account is opened on its platform through the bridge (the rate-limited
+provisioning lane) and becomes `active` with its platform login, or `provisioning_failed` with
+the reason, retried in the background (`api/admin/follower.py`) and by
+`POST /api/v1/accounts/{id}/provision`. The answer is 201 in both cases: the sale happened.
+"""
 
 from __future__ import annotations
 
-from api.endpoints import Endpoint
+import re
+import secrets
+import time
+from decimal import Decimal
 
-ENDPOINTS: list[Endpoint] = []
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from api.admin import plans as plan_store
+from api.admin import registry
+from api.admin import traders as trader_store
+from api.admin.registry import Registered, Status
+from api.auth import Permission
+from api.endpoints import Call, Endpoint, Reply
+from api.pagination import Page, PageQuery, decode_cursor, page_of
+from api.problems import ApiError, FieldError, invalid, not_found
+from api.services import Operator
+from ledger import audit
+from ledger.schema import accounts, purchases
+
+_AMOUNT = re.compile(r"^\d{1,12}(\.\d{1,2})?$")
+MINOR_PER_UNIT = 100  # plans are sold in currencies with cents
+
+
+class PurchaseIn(BaseModel):
+    """A sale: who, which plan (its latest version unless `plan_version` is given), the
+    payment provider's reference (unique), and the fee paid in the plan's currency."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    trader_id: str = Field(min_length=1, max_length=64)
+    plan_id: str = Field(min_length=1, max_length=64)
+    plan_version: int | None = Field(default=None, ge=1)
+    payment_reference: str = Field(min_length=1, max_length=128)
+    amount: str = Field(description="positive decimal, at most 2 places", examples=["99.00"])
+    currency: str = Field(pattern="^[A-Z]{3}$", examples=["USD"])
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: str) -> str:
+        if not _AMOUNT.match(value) or Decimal(value) <= 0:
+            raise ValueError("must be a positive decimal with at most 2 places, e.g. '99.00'")
+        return value
+
+    @property
+    def amount_minor(self) -> int:
+        return int(Decimal(self.amount) * MINOR_PER_UNIT)  # exact: at most 2 places
+
+
+class Purchase(BaseModel):
+    id: str
+    trader_id: str
+    plan_id: str
+    plan_version: int
+    payment_reference: str
+    amount: str
+    currency: str
+    country: str
+    account_id: str
+    created_ns: int
+
+
+class PurchaseOut(Purchase):
+    """The purchase and its account as it stands after provisioning."""
+
+    account: Registered
+
+
+def amount_text(minor: int) -> str:
+    return f"{minor // MINOR_PER_UNIT}.{minor % MINOR_PER_UNIT:02d}"
+
+
+def _purchase(row: object) -> Purchase:
+    values = dict(row)  # type: ignore[call-overload]
+    values["amount"] = amount_text(values.pop("amount_minor"))
+    return Purchase.model_validate(values)
+
+
+async def create_purchase(call: Call) -> Reply:
+    body = call.body_as(PurchaseIn)
+    purchase, account = await _record_sale(call, body)
+    operator: Operator = call.supervisor  # type: ignore[assignment]
+    account = await registry.provision(call.engine, operator, account, call)
+    return Reply(PurchaseOut(**purchase.model_dump(), account=account), status=201)
+
+
+async def _record_sale(call: Call, body: PurchaseIn) -> tuple[Purchase, Registered]:
+    now = time.time_ns()
+    try:
+        async with call.engine.begin() as conn:
+            trader, version = await _references(conn, body)
+            purchase = Purchase(
+                id="pur_" + secrets.token_hex(8),
+                trader_id=trader.id,
+                plan_id=version.plan_id,
+                plan_version=version.version,
+                payment_reference=body.payment_reference,
+                amount=body.amount,
+                currency=body.currency,
+                country=trader.country,
+                account_id="acc_" + secrets.token_hex(8),
+                created_ns=now,
+            )
+            account = Registered(
+                id=purchase.account_id,
+                trader_id=trader.id,
+                purchase_id=purchase.id,
+                plan_id=version.plan_id,
+                plan_version=version.version,
+                phase=version.plan.phases[0].name,
+                status=Status.PENDING,
+                connection="",
+                platform_login=None,
+                failed_rule=None,
+                reason=None,
+                attempts=0,
+                previous_id=None,
+                created_ns=now,
+                updated_ns=now,
+            )
+            await _insert(conn, purchase, body.amount_minor, account)
+            records = [
+                call.audit(
+                    "purchase.create", "purchase", purchase.id, after=purchase, trader_id=trader.id
+                ),
+                call.audit(
+                    "account.create", "account", account.id, after=account, trader_id=trader.id
+                ),
+            ]
+            await audit.append(conn, records)
+    except IntegrityError:
+        raise await _reference_used(call, body.payment_reference) from None
+    return purchase, account
+
+
+async def _references(
+    conn: AsyncConnection, body: PurchaseIn
+) -> tuple[trader_store.Trader, plan_store.PlanVersion]:
+    """The trader and plan version the body names, checked: each failure names its field."""
+    try:
+        trader = await trader_store.load(conn, body.trader_id)
+    except ApiError:
+        raise invalid(
+            "body", [FieldError(field="body.trader_id", message="no such trader")]
+        ) from None
+    try:
+        version = await plan_store.load(conn, body.plan_id, body.plan_version)
+    except ApiError:
+        field = "body.plan_version" if body.plan_version else "body.plan_id"
+        raise invalid(
+            "body", [FieldError(field=field, message="no such plan or version")]
+        ) from None
+    if version.plan.initial_balance is None:
+        message = "the plan sets no initial balance, so no account can be opened under it"
+        raise invalid("body", [FieldError(field="body.plan_id", message=message)])
+    if body.currency != version.plan.currency:
+        message = f"the plan is sold in {version.plan.currency}"
+        raise invalid("body", [FieldError(field="body.currency", message=message)])
+    return trader, version
+
+
+async def _insert(
+    conn: AsyncConnection, purchase: Purchase, amount_minor: int, account: Registered
+) -> None:
+    values = purchase.model_dump(exclude={"amount"})
+    await conn.execute(purchases.insert().values(**values, amount_minor=amount_minor))
+    await conn.execute(accounts.insert().values(**account.model_dump()))
+
+
+async def _reference_used(call: Call, reference: str) -> ApiError:
+    async with call.engine.connect() as conn:
+        existing = await conn.scalar(
+            select(purchases.c.id).where(purchases.c.payment_reference == reference)
+        )
+    return ApiError(
+        409,
+        "Payment already used",
+        f"the payment reference {reference!r} belongs to purchase {existing!r}",
+    )
+
+
+async def get_purchase(call: Call) -> Reply:
+    purchase_id = call.path("purchase_id")
+    async with call.engine.connect() as conn:
+        row = (await conn.execute(select(purchases).where(purchases.c.id == purchase_id))).first()
+        if row is None:
+            raise not_found("Purchase", purchase_id)
+        purchase = _purchase(row._mapping)
+        account = await registry.load(conn, purchase.account_id)
+    return Reply(PurchaseOut(**purchase.model_dump(), account=account))
+
+
+class PurchaseQuery(PageQuery):
+    trader_id: str | None = Field(default=None, max_length=64)
+
+
+async def list_purchases(call: Call) -> Reply:
+    query = call.query_as(PurchaseQuery)
+    after = decode_cursor(query.cursor, (int, str))
+    statement = select(purchases)
+    if query.trader_id is not None:
+        statement = statement.where(purchases.c.trader_id == query.trader_id)
+    if after is not None:
+        statement = statement.where(
+            (purchases.c.created_ns < after[0])
+            | ((purchases.c.created_ns == after[0]) & (purchases.c.id < after[1]))
+        )
+    statement = statement.order_by(purchases.c.created_ns.desc(), purchases.c.id.desc())
+    async with call.engine.connect() as conn:
+        rows = (await conn.execute(statement.limit(query.limit + 1))).all()
+    found = [_purchase(r._mapping) for r in rows]
+    return Reply(page_of(found, query.limit, lambda p: [p.created_ns, p.id]))
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/api/v1/purchases",
+        "create_purchase",
+        "Sell a plan to a trader: records the purchase, opens the account on its platform "
+        "through the bridge and answers it with its platform login (or provisioning_failed "
+        "with the reason; retried).",
+        create_purchase,
+        Permission.PURCHASES_WRITE,
+        "purchases",
+        body=PurchaseIn,
+        response=PurchaseOut,
+        status=201,
+        idempotent=True,
+        errors=(409,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/purchases",
+        "list_purchases",
+        "Purchases, newest first.",
+        list_purchases,
+        Permission.PURCHASES_READ,
+        "purchases",
+        query=PurchaseQuery,
+        response=Page[Purchase],
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/purchases/{purchase_id}",
+        "get_purchase",
+        "One purchase and its first account.",
+        get_purchase,
+        Permission.PURCHASES_READ,
+        "purchases",
+        response=PurchaseOut,
+    ),
+]

@@ -57,7 +57,7 @@ class NoSupervisor:
 @pytest.fixture
 async def server(engine: AsyncEngine) -> AsyncIterator[tuple[str, Inbox]]:
     inbox = Inbox(engine)
-    app = create_app(NoSupervisor())  # type: ignore[arg-type]
+    app = create_app(NoSupervisor(), engine)  # type: ignore[arg-type]
     add_ingestion(app, Ingestion(IngestConfig(secrets={"mt5-a": SECRET}), inbox))
     runner = web.AppRunner(app)
     await runner.setup()

@@ -47,7 +47,7 @@ class Served:
 @asynccontextmanager
 async def serving(inbox: Inbox, **config: Any) -> AsyncIterator[Served]:
     """A real server with push ingestion for connection mt5-a on `inbox`."""
-    app = create_app(NoSupervisor())  # type: ignore[arg-type]
+    app = create_app(NoSupervisor(), inbox.engine)  # type: ignore[arg-type]
     ingest_config = IngestConfig(secrets={"mt5-a": SECRET}, max_events=MAX_EVENTS, **config)
     add_ingestion(app, Ingestion(ingest_config, inbox))
     runner = web.AppRunner(app)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import msgspec
 import pytest
-from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
-from api.app import create_app
+from api.auth import Role
 from bridge.connections import EmbeddedConnection
 from bridge.simulator import SimulatorConfig, SimulatorReport
 from ledger.database import create_engine
 from ledger.journal import Journal
+from tests.api import Api, serve
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -43,14 +43,9 @@ async def runtime(database_url: str) -> AsyncIterator[Runtime]:
 
 
 @pytest.fixture
-async def http(runtime: Runtime) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    yield f"http://{host}:{port}"
-    await runner.cleanup()
+async def api(runtime: Runtime, engine: AsyncEngine) -> AsyncIterator[Api]:
+    async with serve(engine, runtime) as client:
+        yield client
 
 
 async def crash_eurusd(runtime: Runtime) -> None:
@@ -86,25 +81,22 @@ async def test_breach_when_equity_crosses_daily_limit_then_platform_disables_acc
     assert kinds == ["deal", "rule_breached", "phase_failed", "trading_disabled", "account_frozen"]
 
 
-async def test_account_endpoint_shows_breach_and_freeze(runtime: Runtime, http: str) -> None:
+async def test_account_endpoint_shows_breach_and_freeze(runtime: Runtime, api: Api) -> None:
     await crash_eurusd(runtime)
     await eventually(runtime.stats, lambda s: s.frozen == 1)
 
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{http}/api/v1/accounts/t-1") as response:
-            assert response.status == 200
-            body = await response.json()
-        async with session.get(f"{http}/api/v1/accounts/t-2") as response:
-            untouched = await response.json()
-        async with session.get(f"{http}/api/v1/accounts/nobody") as response:
-            assert response.status == 404
-            assert response.content_type == "application/problem+json"
-            missing = await response.json()
+    status, found = await api.call("GET", "/api/v1/accounts/t-1", role=Role.SUPPORT)
+    assert status == 200
+    assert found["registered"] is None  # hosted directly, not sold through the API
+    body = found["live"]
+    untouched = (await api.call("GET", "/api/v1/accounts/t-2", role=Role.SUPPORT))[1]["live"]
+    status, missing = await api.call("GET", "/api/v1/accounts/nobody", role=Role.SUPPORT)
+    assert status == 404
 
     assert (body["status"], body["phase"]) == ("failed", "challenge")
     assert body["frozen"] is True
-    assert body["breach"]["rule"] == "daily_loss"
-    assert body["breach"]["caused_by"] == "x:3"
+    assert body["breaches"][-1]["rule"] == "daily_loss"
+    assert body["breaches"][-1]["caused_by"] == "x:3"
     assert body["equity"] == 100_000.0 - 6100.0
     assert [b["action"] for b in body["breaches"]] == ["fail"]
     assert (untouched["status"], untouched["frozen"]) == ("active", False)

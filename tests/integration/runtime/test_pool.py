@@ -201,7 +201,7 @@ async def test_pool_when_a_connection_is_pushed_then_its_events_come_through_ing
     )
     runtime = Runtime(config)
     engine = create_engine(migrated_postgres_url)
-    app = create_app(runtime)
+    app = create_app(runtime, engine)
     add_ingestion(
         app, Ingestion(IngestConfig(secrets=push_secrets(config.connections)), Inbox(engine))
     )

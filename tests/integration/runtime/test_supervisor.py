@@ -16,6 +16,7 @@ from actors.supervisor import Health
 from api.app import create_app
 from bridge.connections import EmbeddedConnection
 from bridge.simulator import SimulatorConfig
+from ledger.database import create_engine
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -78,8 +79,11 @@ async def test_health_when_shard_process_killed_then_restart_is_seen_and_account
     assert sorted(hosted) == sorted(f"s-{i}" for i in range(20))
 
 
-async def test_health_endpoint_serves_the_supervisor_view(runtime: Runtime) -> None:
-    runner = web.AppRunner(create_app(runtime))
+async def test_health_endpoint_serves_the_supervisor_view(
+    runtime: Runtime, sqlite_url: str
+) -> None:
+    engine = create_engine(sqlite_url)
+    runner = web.AppRunner(create_app(runtime, engine))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -92,8 +96,9 @@ async def test_health_endpoint_serves_the_supervisor_view(runtime: Runtime) -> N
             body = await response.json()
     finally:
         await runner.cleanup()
+        await engine.dispose()
 
-    assert response.status == 200
+    assert response.status == 200  # public: load balancers ask without a token
     assert body["status"] == "ok"
     assert {a["name"] for a in body["actors"]} == {
         "sup/shard-0", "sup/shard-1", "sup/bridge", "sup/platform", "sup/reconciler"

@@ -1,0 +1,193 @@
+"""The registry follower: keeps the account registry in step with what the shards decide, and
+finishes what provisioning left undone.
+
+- It reads the journal for `phase_failed` and `phase_passed`: a failed account becomes `failed`
+  (with the rule); a passed one becomes `passed` and its next phase's account is created and
+  opened on the platform (the funded account after the last evaluation phase).
+- It retries opening accounts left `provisioning_failed` (backing off with each attempt, up to
+  `max_attempts`) or `pending` for longer than `stale_pending_s` (the API process died while
+  opening them).
+
+Every step is idempotent (conditional updates, a next-phase account id derived from the passed
+one), so two API processes may both run it. The journal is read in `seq` order up to rows
+recorded `settle_s` ago: PostgreSQL hands out `seq` at insert, so a row with a lower `seq` can
+commit after a higher one; waiting a little keeps the cursor from skipping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from actors.events import AnyDomainEvent, PhaseFailed, PhasePassed
+from api.admin import plans as plan_store
+from api.admin import registry
+from api.admin.registry import Registered, Status
+from api.services import Operator
+from ledger import audit
+from ledger.database import dialect_insert
+from ledger.schema import accounts, followers, journal
+
+log = logging.getLogger(__name__)
+
+NAME = "registry"
+KINDS = ("phase_failed", "phase_passed")
+_events = msgspec.msgpack.Decoder(AnyDomainEvent)
+
+
+class FollowerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    interval_s: float = 0.5
+    settle_s: float = 2.0
+    batch: int = 500
+    retry_base_s: float = 5.0
+    max_attempts: int = 8
+    stale_pending_s: float = 60.0
+
+
+class Follower:
+    def __init__(
+        self, engine: AsyncEngine, operator: Operator, config: FollowerConfig | None = None
+    ) -> None:
+        self.engine = engine
+        self.operator = operator
+        self.config = config or FollowerConfig()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                handled = await self.follow()
+                await self.retry_due()
+            except Exception:
+                log.exception("registry follower step failed; trying again")
+                handled = 0
+            if handled < self.config.batch:
+                await asyncio.sleep(self.config.interval_s)
+
+    async def follow(self) -> int:
+        """Handle the next batch of settled phase outcomes; returns how many journal rows."""
+        settled_ns = time.time_ns() - int(self.config.settle_s * 1e9)
+        to_open: list[Registered] = []
+        async with self.engine.begin() as conn:
+            cursor = await conn.scalar(select(followers.c.seq).where(followers.c.name == NAME))
+            query = (
+                select(journal.c.seq, journal.c.payload)
+                .where(
+                    journal.c.seq > (cursor or 0),
+                    journal.c.kind.in_(KINDS),
+                    journal.c.recorded_ns < settled_ns,
+                )
+                .order_by(journal.c.seq)
+                .limit(self.config.batch)
+            )
+            rows = (await conn.execute(query)).all()
+            for row in rows:
+                opened = await self._handle(conn, _events.decode(row.payload), int(row.seq))
+                to_open += opened
+            if rows:
+                await self._advance(conn, int(rows[-1].seq))
+        for account in to_open:
+            await registry.provision(self.engine, self.operator, account)
+        return len(rows)
+
+    async def _handle(
+        self, conn: AsyncConnection, event: AnyDomainEvent, seq: int
+    ) -> list[Registered]:
+        account = await registry.find(conn, event.account_id)
+        if account is None:
+            return []  # not sold through the API (the demo's accounts)
+        request_id = f"{registry.SYSTEM}:journal:{seq}"
+        if isinstance(event, PhaseFailed):
+            await registry.change(
+                conn,
+                account,
+                registry.system_record("account.failed", account, request_id),
+                expect=(Status.ACTIVE, Status.FROZEN),
+                status=Status.FAILED,
+                failed_rule=event.rule.value,
+            )
+            return []
+        if isinstance(event, PhasePassed):
+            return await self._passed(conn, account, request_id)
+        return []
+
+    async def _passed(
+        self, conn: AsyncConnection, account: Registered, request_id: str
+    ) -> list[Registered]:
+        passed = await registry.change(
+            conn,
+            account,
+            registry.system_record("account.passed", account, request_id),
+            expect=(Status.ACTIVE, Status.FROZEN),
+            status=Status.PASSED,
+        )
+        if passed is None:
+            return []  # handled before
+        version = await plan_store.load(conn, account.plan_id, account.plan_version)
+        names = [phase.name for phase in version.plan.phases]
+        index = names.index(account.phase) + 1 if account.phase in names else len(names)
+        if index >= len(names):
+            return []
+        successor = next_phase_account(account, names[index], index)
+        await conn.execute(accounts.insert().values(**successor.model_dump()))
+        record = registry.system_record("account.create", successor, request_id)
+        await audit.append(
+            conn, [msgspec.structs.replace(record, after=successor.model_dump(mode="json"))]
+        )
+        return [successor]
+
+    async def _advance(self, conn: AsyncConnection, seq: int) -> None:
+        insert = dialect_insert(self.engine, followers).values(name=NAME, seq=seq)
+        await conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_={"seq": seq}))
+
+    async def retry_due(self) -> int:
+        """Open again the accounts whose provisioning failed or stalled; returns how many."""
+        now = time.time_ns()
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(accounts).where(
+                        accounts.c.status.in_([Status.PENDING, Status.PROVISIONING_FAILED]),
+                        accounts.c.attempts < self.config.max_attempts,
+                    )
+                )
+            ).all()
+        due = [a for a in map(_registered, rows) if self._due(a, now)]
+        for account in due:
+            await registry.provision(self.engine, self.operator, account)
+        return len(due)
+
+    def _due(self, account: Registered, now_ns: int) -> bool:
+        waited_s = (now_ns - account.updated_ns) / 1e9
+        if account.status is Status.PENDING:
+            return waited_s >= self.config.stale_pending_s
+        return bool(waited_s >= self.config.retry_base_s * 2 ** max(0, account.attempts - 1))
+
+
+def _registered(row: object) -> Registered:
+    return Registered.model_validate(dict(row._mapping))  # type: ignore[attr-defined]
+
+
+def next_phase_account(account: Registered, phase: str, index: int) -> Registered:
+    """The account a passed phase leads to: same trader, purchase and plan version; its id
+    is derived from the passed account's, so creating it twice is one account."""
+    now = time.time_ns()
+    return account.model_copy(
+        update={
+            "id": f"{account.id}-p{index + 1}",
+            "phase": phase,
+            "status": Status.PENDING,
+            "connection": "",
+            "platform_login": None,
+            "failed_rule": None,
+            "reason": None,
+            "attempts": 0,
+            "previous_id": account.id,
+            "created_ns": now,
+            "updated_ns": now,
+        }
+    )
