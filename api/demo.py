@@ -24,6 +24,7 @@ from hdrh.histogram import HdrHistogram
 
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig, RuntimeStats
+from api.admin.follower import FollowerConfig
 from api.app import create_app
 from api.auth import Role, issue_token
 from api.settings import Settings
@@ -181,7 +182,7 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     engine = create_engine(settings.database_url)
     async with engine.begin() as conn:
         issued = await issue_token(conn, f"demo-{run_id}", Role.ADMIN, by="demo")
-    app = create_app(runtime, engine)
+    app = create_app(runtime, engine, follow=FollowerConfig())
     runner, address = await serve_http(app, settings.http_host, settings.http_port)
     say(f"HTTP app:       {address}/api/docs (admin token for this run: {issued.token})")
     bearer = f"Authorization: Bearer {issued.token}"

@@ -106,6 +106,36 @@ SCENARIOS: dict[str, Scenario] = {
             ),
         ),
         Scenario(
+            name="timeline",
+            module="loadtests.timeline",
+            summary="trader timeline over HTTP on PostgreSQL: first and deep page p50/p99/max "
+            "for a trader with 10,000 events among others' events",
+            bench_args=(
+                "--events",
+                "10000",
+                "--other-events",
+                "100000",
+                "--requests",
+                "100",
+                "--json",
+                "var/bench/timeline.json",
+            ),
+        ),
+        Scenario(
+            name="purchases",
+            module="loadtests.purchases",
+            summary="purchases per second end to end over HTTP, through the rate-limited bridge "
+            "until each account is open on the platform",
+            bench_args=(
+                "--purchases",
+                "200",
+                "--callers",
+                "20",
+                "--json",
+                "var/bench/purchases.json",
+            ),
+        ),
+        Scenario(
             name="actor_cost",
             module="loadtests.actor_cost",
             summary="what one Ray actor costs: creation time and resident memory",
