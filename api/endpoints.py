@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import idempotency
 from api.auth import Permission, Principal, allows
-from api.problems import ApiError, from_msgspec, from_pydantic, problem
+from api.problems import ApiError, FieldError, from_msgspec, from_pydantic, invalid, problem
 from api.services import ENGINE, SUPERVISOR, TOKENS, Supervisor
 from ledger.audit import AuditRecord
 
@@ -140,6 +140,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
     async def handle(request: web.Request) -> web.StreamResponse:
         principal = await _authorize(request, endpoint.permission)
         raw = await request.read() if endpoint.body is not None else b""
+        _refuse_nul(request, raw)
         call = Call(
             request=request,
             principal=principal,
@@ -154,6 +155,21 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
 
     handle.__name__ = endpoint.operation
     return handle
+
+
+def _refuse_nul(request: web.Request, raw: bytes) -> None:
+    """No text we keep may hold NUL (PostgreSQL cannot store it): refuse it at the edge, named,
+    instead of failing in the database."""
+    places = [("path", request.match_info), ("query", request.query)]
+    for where, values in places:
+        for name, value in values.items():
+            if "\x00" in value:
+                raise invalid(where, [FieldError(field=f"{where}.{name}", message=_NUL)])
+    if b"\\u0000" in raw:
+        raise invalid("body", [FieldError(field="body", message=_NUL)])
+
+
+_NUL = "text may not contain the NUL character"
 
 
 async def _authorize(request: web.Request, permission: Permission | None) -> Principal | None:

@@ -39,7 +39,8 @@ _ERROR_TITLES = {
     409: "Conflict (state, uniqueness, or an Idempotency-Key reused with another body)",
     422: "Invalid field (named in `errors`)",
     502: "The trading platform refused or failed",
-    503: "The trading platform is unavailable",
+    503: "A part of the system is down",
+    504: "The trading platform did not confirm in time (the command stays queued)",
 }
 
 

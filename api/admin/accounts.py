@@ -4,6 +4,7 @@ unfreeze by hand (a real command on the platform, audited), and a provisioning r
 from __future__ import annotations
 
 import enum
+import secrets
 from typing import Any
 
 import msgspec
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from actors.plans import Phase, Plan
-from actors.runtime import OpeningFailed
+from actors.runtime import CommandTimedOut, OpeningFailed
 from actors.shard import AccountView
 from api.admin import plans as plan_store
 from api.admin import registry
@@ -197,23 +198,28 @@ async def unfreeze(call: Call) -> Reply:
 
 
 async def _set_trading(call: Call, *, enabled: bool) -> Reply:
-    """Carry the command out on the platform first, then record it: a failure changes
-    nothing here, and a repeated request only repeats a harmless command."""
+    """Carry the command out on the platform first, then record it. A refusal changes nothing;
+    a time-out (504) leaves the command queued in the bridge, so the platform may still carry
+    it out: the answer says so, and repeating the call records it once it goes through."""
     reason = call.body_as(Reason).reason
     async with call.engine.connect() as conn:
         account = await registry.load(conn, call.path("account_id"))
     wanted, action = (Status.FROZEN, "unfreeze") if enabled else (Status.ACTIVE, "freeze")
     if account.status != wanted:
         raise _wrong_status(account, action)
+    await _check_rules_allow(call, account, action)
     operator: Operator = call.supervisor  # type: ignore[assignment]
     try:
         await operator.set_trading(
             account.id,
             enabled=enabled,
             reason=reason,
-            command_id=f"{action}:{account.id}:{call.request_id}",
+            # Ours, never the caller's: a command id the bridge has seen is not sent again.
+            command_id=f"operator-{action}:{account.id}:{secrets.token_hex(8)}",
             connection=account.connection or None,
         )
+    except CommandTimedOut as exc:
+        raise ApiError(504, "Platform did not confirm", str(exc)) from None
     except OpeningFailed as exc:
         raise ApiError(502, "Platform refused", str(exc)) from None
     target = Status.ACTIVE if enabled else Status.FROZEN
@@ -229,6 +235,20 @@ async def _set_trading(call: Call, *, enabled: bool) -> Reply:
     if changed is None:
         raise _wrong_status(account, action)
     return Reply(changed)
+
+
+async def _check_rules_allow(call: Call, account: Registered, action: str) -> None:
+    """The rule engine has the last word: an account it failed or passed stays disabled, and
+    one it paused for the day resumes by itself at the next day boundary (a manual freeze then
+    would be undone by that resume, so it is refused until the pause ends)."""
+    view = await call.supervisor.account(account.id)
+    if view is None or view.status == "active":
+        return
+    raise ApiError(
+        409,
+        "Rule engine decides",
+        f"cannot {action} account {account.id!r}: the rule engine has it {view.status}",
+    )
 
 
 def _wrong_status(account: Registered, action: str) -> ApiError:
@@ -264,7 +284,7 @@ def _account_endpoint(
         "accounts",
         body=body,
         response=Registered if suffix else AccountOut,
-        errors=(409, 502) if suffix else (),
+        errors=(409, 502, 504) if suffix else (),
     )
 
 

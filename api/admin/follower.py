@@ -9,9 +9,11 @@ finishes what provisioning left undone.
   opening them).
 
 Every step is idempotent (conditional updates, a next-phase account id derived from the passed
-one), so two API processes may both run it. The journal is read in `seq` order up to rows
-recorded `settle_s` ago: PostgreSQL hands out `seq` at insert, so a row with a lower `seq` can
-commit after a higher one; waiting a little keeps the cursor from skipping it.
+one), so two API processes may both run it. The journal is read in `seq` order and each batch
+stops at the first row recorded less than `settle_s` ago. PostgreSQL hands out `seq` at insert,
+so a row with a lower `seq` can become visible after a higher one: the follower relies on every
+journal append committing within `settle_s` of its `recorded_ns` (an append is one COPY and
+takes milliseconds); an append slower than that could be skipped.
 """
 
 from __future__ import annotations
@@ -69,30 +71,30 @@ class Follower:
                 await asyncio.sleep(self.config.interval_s)
 
     async def follow(self) -> int:
-        """Handle the next batch of settled phase outcomes; returns how many journal rows."""
+        """Handle the next settled phase outcomes, each in its own transaction with the
+        cursor (so no transaction holds the audit chain's lock over several accounts);
+        returns how many journal rows were handled."""
         settled_ns = time.time_ns() - int(self.config.settle_s * 1e9)
-        to_open: list[Registered] = []
-        async with self.engine.begin() as conn:
+        async with self.engine.connect() as conn:
             cursor = await conn.scalar(select(followers.c.seq).where(followers.c.name == NAME))
             query = (
-                select(journal.c.seq, journal.c.payload)
-                .where(
-                    journal.c.seq > (cursor or 0),
-                    journal.c.kind.in_(KINDS),
-                    journal.c.recorded_ns < settled_ns,
-                )
+                select(journal.c.seq, journal.c.payload, journal.c.recorded_ns)
+                .where(journal.c.seq > (cursor or 0), journal.c.kind.in_(KINDS))
                 .order_by(journal.c.seq)
                 .limit(self.config.batch)
             )
             rows = (await conn.execute(query)).all()
-            for row in rows:
-                opened = await self._handle(conn, _events.decode(row.payload), int(row.seq))
-                to_open += opened
-            if rows:
-                await self._advance(conn, int(rows[-1].seq))
-        for account in to_open:
-            await registry.provision(self.engine, self.operator, account)
-        return len(rows)
+        handled = 0
+        for row in rows:
+            if row.recorded_ns >= settled_ns:
+                break  # not settled: an earlier seq may still be committing
+            async with self.engine.begin() as conn:
+                to_open = await self._handle(conn, _events.decode(row.payload), int(row.seq))
+                await self._advance(conn, int(row.seq))
+            for account in to_open:
+                await registry.provision(self.engine, self.operator, account)
+            handled += 1
+        return handled
 
     async def _handle(
         self, conn: AsyncConnection, event: AnyDomainEvent, seq: int

@@ -9,12 +9,10 @@ the reason, retried in the background (`api/admin/follower.py`) and by
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
-from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,14 +23,12 @@ from api.admin import traders as trader_store
 from api.admin.registry import Registered, Status
 from api.auth import Permission
 from api.endpoints import Call, Endpoint, Reply
+from api.money import amount_text, parse_amount
 from api.pagination import Page, PageQuery, decode_cursor, page_of
 from api.problems import ApiError, FieldError, invalid, not_found
 from api.services import Operator
 from ledger import audit
 from ledger.schema import accounts, purchases
-
-_AMOUNT = re.compile(r"^\d{1,12}(\.\d{1,2})?$")
-MINOR_PER_UNIT = 100  # plans are sold in currencies with cents
 
 
 class PurchaseIn(BaseModel):
@@ -43,21 +39,25 @@ class PurchaseIn(BaseModel):
 
     trader_id: str = Field(min_length=1, max_length=64)
     plan_id: str = Field(min_length=1, max_length=64)
-    plan_version: int | None = Field(default=None, ge=1)
+    plan_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     payment_reference: str = Field(min_length=1, max_length=128)
-    amount: str = Field(description="positive decimal, at most 2 places", examples=["99.00"])
     currency: str = Field(pattern="^[A-Z]{3}$", examples=["USD"])
+    amount: str = Field(
+        max_length=32,
+        description="positive decimal, at most the currency's decimals",
+        examples=["99.00"],
+    )
 
     @field_validator("amount")
     @classmethod
-    def _amount(cls, value: str) -> str:
-        if not _AMOUNT.match(value) or Decimal(value) <= 0:
-            raise ValueError("must be a positive decimal with at most 2 places, e.g. '99.00'")
+    def _amount(cls, value: str, info: ValidationInfo) -> str:
+        if "currency" in info.data:  # else the currency's own error is reported
+            parse_amount(value, info.data["currency"])
         return value
 
     @property
     def amount_minor(self) -> int:
-        return int(Decimal(self.amount) * MINOR_PER_UNIT)  # exact: at most 2 places
+        return parse_amount(self.amount, self.currency)
 
 
 class Purchase(BaseModel):
@@ -79,13 +79,9 @@ class PurchaseOut(Purchase):
     account: Registered
 
 
-def amount_text(minor: int) -> str:
-    return f"{minor // MINOR_PER_UNIT}.{minor % MINOR_PER_UNIT:02d}"
-
-
 def _purchase(row: object) -> Purchase:
     values = dict(row)  # type: ignore[call-overload]
-    values["amount"] = amount_text(values.pop("amount_minor"))
+    values["amount"] = amount_text(values.pop("amount_minor"), values["currency"])
     return Purchase.model_validate(values)
 
 
@@ -108,7 +104,7 @@ async def _record_sale(call: Call, body: PurchaseIn) -> tuple[Purchase, Register
                 plan_id=version.plan_id,
                 plan_version=version.version,
                 payment_reference=body.payment_reference,
-                amount=body.amount,
+                amount=amount_text(body.amount_minor, body.currency),
                 currency=body.currency,
                 country=trader.country,
                 account_id="acc_" + secrets.token_hex(8),

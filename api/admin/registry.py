@@ -9,6 +9,7 @@ the phase), `passed` (the next phase's account is opened automatically).
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from typing import Any
 
@@ -25,6 +26,8 @@ from api.services import Operator
 from ledger import audit
 from ledger.audit import AuditRecord
 from ledger.schema import accounts
+
+log = logging.getLogger(__name__)
 
 SYSTEM = "system"  # the actor of what the API does by itself (phase progression, retries)
 
@@ -131,6 +134,9 @@ async def provision(
         opened = await operator.open_account(account.id, plan, phase=phase)
     except OpeningFailed as exc:
         return await _record_failure(engine, account, str(exc), call)
+    except Exception as exc:  # an actor restarting, a lost connection: the sale stands
+        log.exception("opening %s failed", account.id)
+        return await _record_failure(engine, account, f"{type(exc).__name__}: {exc}", call)
     async with engine.begin() as conn:
         changed = await change(
             conn,

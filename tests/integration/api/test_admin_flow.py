@@ -153,12 +153,15 @@ async def test_purchase_to_breach_through_http_then_timeline_and_audit_tell_it(
     report: SimulatorReport = await runtime.cell().server.report.remote()
     assert account_id in report.disabled  # frozen on the platform, not only here
 
-    status, timeline = await api.call(
-        "GET", f"/api/v1/traders/{trader['id']}/timeline", role=Role.SUPPORT
-    )
-    assert status == 200, timeline
-    kinds = [item["kind"] for item in timeline["items"]]
-    for expected in ("deal", "rule_breached", "phase_failed", "account_frozen"):
+    async def timeline() -> list[str]:
+        path = f"/api/v1/traders/{trader['id']}/timeline"
+        status, page = await api.call("GET", path, role=Role.SUPPORT)
+        assert status == 200, page
+        return [item["kind"] for item in page["items"]]
+
+    # the shard journals in batches: the freeze's confirmation lands a moment after the rest
+    kinds = await eventually(timeline, lambda k: "account_frozen" in k)
+    for expected in ("deal", "rule_breached", "phase_failed", "trader.create", "purchase.create"):
         assert expected in kinds, kinds
     assert kinds.index("phase_failed") < kinds.index("deal")  # newest first
 
@@ -281,3 +284,64 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def test_purchase_retried_with_its_key_answers_the_first_sale_and_opens_one_account(
+    api: Api, runtime: Runtime
+) -> None:
+    await api.call("POST", "/api/v1/plans", role=Role.OPERATIONS, json=PLAN)
+    _, trader = await api.call("POST", "/api/v1/traders", role=Role.OPERATIONS, json=TRADER)
+    first = await buy(api, trader["id"], "psp-5")
+    again = await buy(api, trader["id"], "psp-5")
+    assert again == first
+    body = {"trader_id": trader["id"], "plan_id": "flow-10k", "payment_reference": "psp-6",
+            "amount": "99.00", "currency": "USD"}  # fmt: skip
+    status, reused = await api.call(
+        "POST", "/api/v1/purchases", role=Role.OPERATIONS, json=body,
+        headers={"Idempotency-Key": "buy-psp-5"},
+    )  # fmt: skip
+    assert status == 409, reused
+    _, listed = await api.call("GET", "/api/v1/accounts", params={"trader_id": trader["id"]})
+    assert [a["id"] for a in listed["items"]] == [first["account"]["id"]]
+
+
+async def test_freezes_sent_with_one_request_id_each_reach_the_platform(
+    api: Api, runtime: Runtime
+) -> None:
+    await api.call("POST", "/api/v1/plans", role=Role.OPERATIONS, json=PLAN)
+    _, trader = await api.call("POST", "/api/v1/traders", role=Role.OPERATIONS, json=TRADER)
+    account_id = (await buy(api, trader["id"], "psp-7"))["account"]["id"]
+    same = {"X-Request-Id": "ticket-4711"}
+    for action in ("freeze", "unfreeze", "freeze"):
+        status, body = await api.call(
+            "POST", f"/api/v1/accounts/{account_id}/{action}", role=Role.RISK,
+            json={"reason": "dispute 4711"}, headers=same,
+        )  # fmt: skip
+        assert status == 200, (action, body)
+    report: SimulatorReport = await runtime.cell().server.report.remote()
+    assert account_id in report.disabled  # the second freeze was sent, not taken as done
+
+
+async def test_unfreeze_when_the_rule_engine_failed_the_account_is_refused(
+    engine: AsyncEngine, runtime: Runtime
+) -> None:
+    async with serve(engine, runtime) as api:  # no follower: the registry lags the shard
+        await api.call("POST", "/api/v1/plans", role=Role.OPERATIONS, json=PLAN)
+        _, trader = await api.call("POST", "/api/v1/traders", role=Role.OPERATIONS, json=TRADER)
+        account_id = (await buy(api, trader["id"], "psp-8"))["account"]["id"]
+        funded = await eventually(
+            lambda: account(api, account_id), lambda a: a["live"]["balance"] == 10_000
+        )
+        path = f"/api/v1/accounts/{account_id}"
+        assert (await api.call("POST", f"{path}/freeze", json={"reason": "look"}))[0] == 200
+        opened_ns = funded["live"]["last_event_ns"]
+        await trade(runtime, account_id, 8, after_ns=opened_ns, exit_bid=1.0290)
+        await eventually(
+            lambda: account(api, account_id), lambda a: a["live"]["status"] == "failed"
+        )
+
+        status, refused = await api.call("POST", f"{path}/unfreeze", json={"reason": "oops"})
+        assert status == 409, refused
+        assert "failed" in refused["detail"]
+        report: SimulatorReport = await runtime.cell().server.report.remote()
+        assert account_id in report.disabled

@@ -101,6 +101,27 @@ async def api(engine: AsyncEngine, migrated_postgres_url: str) -> AsyncIterator[
         await runtime.close()
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("GET", "/api/v1/traders/a%00b", None, "path.trader_id"),
+        ("GET", "/api/v1/accounts?plan=x%00", None, "query.plan"),
+        ("POST", "/api/v1/traders", {"name": "A\u0000"}, "body"),
+        ("POST", "/api/v1/purchases", {"trader_id": "t", "plan_id": "p", "plan_version": 2**31,
+                                       "payment_reference": "r", "currency": "USD",
+                                       "amount": "1.00"}, "body.plan_version"),
+        ("POST", "/api/v1/purchases", {"trader_id": "t", "plan_id": "p", "payment_reference": "r",
+                                       "currency": "JPY", "amount": "10.50"}, "body.amount"),
+    ],
+)  # fmt: skip
+async def test_values_the_database_cannot_hold_are_refused_naming_the_field(
+    api: Api, method: str, path: str, body: object, field: str
+) -> None:
+    status, problem = await api.call(method, path, json=body)
+    assert status == 422, problem
+    assert problem["errors"][0]["field"] == field
+
+
 def test_every_route_is_in_the_written_table() -> None:
     assert sorted(e.operation for e in endpoints()) == sorted(ALLOWED)
 
