@@ -68,6 +68,11 @@ class OpeningFailed(Exception):
     """The platform refused a command, or did not answer in time; the message says which."""
 
 
+class CommandTimedOut(OpeningFailed):
+    """The platform did not answer in time; the command stays queued in the bridge and may
+    still be carried out."""
+
+
 class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
     accounts: int
     events: int
@@ -218,8 +223,13 @@ class Runtime:
             raise OpeningFailed(f"plan {plan.id!r} sets no initial balance to deposit")
         name = connection or self.home.get(account_id) or self._place(account_id)
         cell = self.cell(name)
-        await self.host([account_id], name, plan=plan, phase=phase, funded=False)
-        await cell.reconciler.remember.remote([plan])
+        limit_s = self.config.command_timeout_s if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(limit_s):
+                await self.host([account_id], name, plan=plan, phase=phase, funded=False)
+                await cell.reconciler.remember.remote([plan])
+        except TimeoutError:
+            raise CommandTimedOut(f"hosting {account_id} took over {limit_s:.0f} s") from None
         command = ProvisionAccount(
             command_id=f"provision:{account_id}",
             account_id=account_id,
@@ -265,9 +275,9 @@ class Runtime:
                 cell.worker.execute.remote(encode_batch([command])), timeout_s
             )
         except TimeoutError:
-            raise OpeningFailed(
-                f"{cell.connection} did not answer within {timeout_s:.0f} s (the command stays "
-                "queued in the bridge; retrying is safe)"
+            raise CommandTimedOut(
+                f"{cell.connection} did not answer within {timeout_s:.0f} s; the command stays "
+                "queued in the bridge and may still be carried out"
             ) from None
         if codes[0] != DONE:
             raise OpeningFailed(f"{cell.connection} refused {command.command_id}: code {codes[0]}")
