@@ -3,8 +3,10 @@
 The first call with a key claims it (a row with no answer yet), runs, and stores its answer; a
 retry with the same key and the same body gets that answer again without running; the same key
 with a different body is a 409. Only successful answers are kept: after an error the claim is
-released, so a retry runs again. A claim left by a process that died mid-call expires after
-`STALE_CLAIM_S` and may be taken over.
+released, so a retry runs again. A claim left without an answer by a process that died mid-call
+is never taken over: the call may have committed before the process died, and running it again
+could apply it twice. After `STALE_CLAIM_S` such a key answers a 409 that says its outcome is
+unknown; the caller looks the resource up and retries, if it must, with a new key.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ async def claim(
 
 
 async def _existing(engine: AsyncEngine, principal: str, key: str, digest: str) -> Stored | None:
-    """The stored answer for the key; None if a stale claim was cleared (claim again)."""
+    """The stored answer for the key; None if the claim was released meanwhile (claim again)."""
     where = (idempotency_keys.c.principal == principal, idempotency_keys.c.key == key)
     async with engine.begin() as conn:
         row = (await conn.execute(select(idempotency_keys).where(*where))).first()
@@ -86,8 +88,12 @@ async def _existing(engine: AsyncEngine, principal: str, key: str, digest: str) 
             return Stored(status=int(row.status), body=bytes(row.response))
         if time.time_ns() - int(row.created_ns) < STALE_CLAIM_S * 1e9:
             raise _in_progress(key)
-        await conn.execute(delete(idempotency_keys).where(*where))
-    return None
+    raise ApiError(
+        409,
+        "Outcome unknown",
+        f"the first request with {HEADER} {key!r} never finished, and may or may not have "
+        "taken effect: look the resource up before retrying with a new key",
+    )
 
 
 def _in_progress(key: str) -> ApiError:
