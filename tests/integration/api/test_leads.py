@@ -331,9 +331,11 @@ async def test_get_sales_rep_when_leads_assigned_today_then_counted(
 
 async def test_get_sales_rep_when_unknown_then_404(api: Api) -> None:
     status, _ = await api.call("GET", "/api/v1/sales-reps/rep_0000000000000000")
-    shapeless, _ = await api.call("GET", "/api/v1/sales-reps/not%00a-rep")
+    shapeless, _ = await api.call("GET", "/api/v1/sales-reps/not-a-rep")
+    with_nul, problem = await api.call("GET", "/api/v1/sales-reps/not%00a-rep")
 
     assert (status, shapeless) == (404, 404)
+    assert (with_nul, problem["errors"][0]["field"]) == (422, "path.rep_id")
 
 
 async def test_list_sales_reps_when_more_than_a_page_then_cursor_reaches_the_rest(
