@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import ColumnElement, Select
 
 from api.problems import ApiError, FieldError
 
@@ -85,3 +86,25 @@ def page_of(items: list[T], limit: int, key_of: Any) -> Page[T]:
     shown = items[:limit]
     cursor = encode_cursor(key_of(shown[-1])) if more and shown else None
     return Page[T](items=shown, next_cursor=cursor)
+
+
+def keyset(
+    statement: Select[Any],
+    first: ColumnElement[Any],
+    second: ColumnElement[Any],
+    after: list[Any] | None,
+    *,
+    descending: bool,
+) -> Select[Any]:
+    """`statement` ordered by (`first`, `second`), starting after the key `after` (a decoded
+    cursor; None: from the start). Two comparisons rather than a row value, so both databases
+    seek through an index on the two columns."""
+    if after is not None:
+        if descending:
+            past = (first < after[0]) | ((first == after[0]) & (second < after[1]))
+        else:
+            past = (first > after[0]) | ((first == after[0]) & (second > after[1]))
+        statement = statement.where(past)
+    if descending:
+        return statement.order_by(first.desc(), second.desc())
+    return statement.order_by(first, second)

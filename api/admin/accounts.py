@@ -19,7 +19,7 @@ from api.admin import registry
 from api.admin.registry import Registered, Status
 from api.auth import Permission
 from api.endpoints import Call, Endpoint, Reply
-from api.pagination import Page, PageQuery, decode_cursor, page_of
+from api.pagination import Page, PageQuery, decode_cursor, keyset, page_of
 from api.problems import ApiError, not_found
 from api.services import Operator
 from ledger.schema import accounts
@@ -165,12 +165,7 @@ async def list_accounts(call: Call) -> Reply:
     for column, value in filters.items():
         if value is not None:
             statement = statement.where(accounts.c[column] == _sql(value))
-    if after is not None:
-        statement = statement.where(
-            (accounts.c.created_ns < after[0])
-            | ((accounts.c.created_ns == after[0]) & (accounts.c.id < after[1]))
-        )
-    statement = statement.order_by(accounts.c.created_ns.desc(), accounts.c.id.desc())
+    statement = keyset(statement, accounts.c.created_ns, accounts.c.id, after, descending=True)
     async with call.engine.connect() as conn:
         rows = (await conn.execute(statement.limit(query.limit + 1))).all()
     found = [Registered.model_validate(dict(r._mapping)) for r in rows]

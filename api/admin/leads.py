@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.auth import Permission
 from api.endpoints import Call, Endpoint, Reply
-from api.pagination import Page, PageQuery, decode_cursor, page_of
+from api.pagination import Page, PageQuery, decode_cursor, keyset, page_of
 from api.problems import ApiError, FieldError, invalid, not_found
 from ledger import audit
 from ledger.schema import lead_rules, sales_reps, traders
@@ -370,12 +370,7 @@ async def list_reps(call: Call) -> Reply:
     query = call.query_as(PageQuery)
     after = _seek(query.cursor, _MAX_BIGINT)
     statement = select(sales_reps)
-    if after is not None:
-        statement = statement.where(
-            (sales_reps.c.created_ns > after[0])
-            | ((sales_reps.c.created_ns == after[0]) & (sales_reps.c.id > after[1]))
-        )
-    statement = statement.order_by(sales_reps.c.created_ns, sales_reps.c.id)
+    statement = keyset(statement, sales_reps.c.created_ns, sales_reps.c.id, after, descending=False)
     async with call.engine.connect() as conn:
         rows = (await conn.execute(statement.limit(query.limit + 1))).all()
         taken = await assigned_since(conn, [r.id for r in rows], day_start(time.time_ns()))
@@ -456,12 +451,7 @@ async def list_rules(call: Call) -> Reply:
     query = call.query_as(PageQuery)
     after = _seek(query.cursor, MAX_PRIORITY)
     statement = select(lead_rules)
-    if after is not None:
-        statement = statement.where(
-            (lead_rules.c.priority > after[0])
-            | ((lead_rules.c.priority == after[0]) & (lead_rules.c.id > after[1]))
-        )
-    statement = statement.order_by(lead_rules.c.priority, lead_rules.c.id)
+    statement = keyset(statement, lead_rules.c.priority, lead_rules.c.id, after, descending=False)
     async with call.engine.connect() as conn:
         rows = (await conn.execute(statement.limit(query.limit + 1))).all()
     rules = [_rule(row) for row in rows]

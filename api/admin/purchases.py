@@ -24,7 +24,7 @@ from api.admin.registry import Registered, Status
 from api.auth import Permission
 from api.endpoints import Call, Endpoint, Reply
 from api.money import amount_text, parse_amount
-from api.pagination import Page, PageQuery, decode_cursor, page_of
+from api.pagination import Page, PageQuery, decode_cursor, keyset, page_of
 from api.problems import ApiError, FieldError, invalid, not_found
 from api.services import Operator
 from ledger import audit
@@ -209,12 +209,7 @@ async def list_purchases(call: Call) -> Reply:
     statement = select(purchases)
     if query.trader_id is not None:
         statement = statement.where(purchases.c.trader_id == query.trader_id)
-    if after is not None:
-        statement = statement.where(
-            (purchases.c.created_ns < after[0])
-            | ((purchases.c.created_ns == after[0]) & (purchases.c.id < after[1]))
-        )
-    statement = statement.order_by(purchases.c.created_ns.desc(), purchases.c.id.desc())
+    statement = keyset(statement, purchases.c.created_ns, purchases.c.id, after, descending=True)
     async with call.engine.connect() as conn:
         rows = (await conn.execute(statement.limit(query.limit + 1))).all()
     found = [_purchase(r._mapping) for r in rows]

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from api.admin.leads import route_lead
 from api.auth import Permission
 from api.endpoints import Call, Endpoint, Reply
-from api.pagination import Page, PageQuery, decode_cursor, page_of
+from api.pagination import Page, PageQuery, decode_cursor, keyset, page_of
 from api.problems import ApiError, not_found
 from ledger import audit
 from ledger.schema import traders
@@ -155,12 +155,7 @@ async def list_traders(call: Call) -> Reply:
         value = getattr(query, name)
         if value is not None:
             statement = statement.where(traders.c[name] == value)
-    if after is not None:
-        newest_first = (traders.c.created_ns < after[0]) | (
-            (traders.c.created_ns == after[0]) & (traders.c.id < after[1])
-        )
-        statement = statement.where(newest_first)
-    statement = statement.order_by(traders.c.created_ns.desc(), traders.c.id.desc())
+    statement = keyset(statement, traders.c.created_ns, traders.c.id, after, descending=True)
     async with call.engine.connect() as conn:
         rows = (await conn.execute(statement.limit(query.limit + 1))).all()
     found = [Trader.model_validate(dict(r._mapping)) for r in rows]
