@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.endofday import DayReport, DayVerdict, judge, limits_of, opening, replay
 from actors.events import ReconciliationMismatch, VerdictUnconfirmed
+from actors.hub import encode_published
 from actors.plans import Plan
 from actors.shard import AccountView, Money
 from actors.shard_actor import journal_record
@@ -147,8 +148,11 @@ class Reconciler:
         worker: Any,
         database_url: str,
         plans: Sequence[Plan] = (),
+        *,
+        hub_name: str | None = None,
     ) -> None:
         self.config = config
+        self.hub_name = hub_name  # the risk hub, told of every mismatch recorded
         self.plans = {plan.id: plan for plan in plans}
         self.day: DayReport | None = None  # the last end-of-day check
         self.reported: set[str] = set()  # its findings' journal ids
@@ -310,24 +314,27 @@ class Reconciler:
     async def _record(self, mismatches: list[Difference], at_ns: int) -> None:
         if not mismatches:
             return
-        await self._journal().append(
-            [
-                journal_record(
-                    ReconciliationMismatch(
-                        event_id=f"reconcile:{d.account_id}:{at_ns}",
-                        ts_ns=at_ns,
-                        account_id=d.account_id,
-                        caused_by=f"reconcile:{at_ns}",
-                        balance=d.balance,
-                        equity=d.equity,
-                        platform_balance=d.platform_balance,
-                        platform_equity=d.platform_equity,
-                        detail=d.detail,
-                    )
-                )
-                for d in mismatches
-            ]
-        )
+        events = [
+            ReconciliationMismatch(
+                event_id=f"reconcile:{d.account_id}:{at_ns}",
+                ts_ns=at_ns,
+                account_id=d.account_id,
+                caused_by=f"reconcile:{at_ns}",
+                balance=d.balance,
+                equity=d.equity,
+                platform_balance=d.platform_balance,
+                platform_equity=d.platform_equity,
+                detail=d.detail,
+            )
+            for d in mismatches
+        ]
+        await self._journal().append([journal_record(event) for event in events])
+        if self.hub_name is not None:
+            try:
+                hub = ray.get_actor(self.hub_name)
+                await hub.events.remote(encode_published([], events, time.time_ns()))
+            except Exception:  # the alert waits for the next mismatch; the journal has it
+                log.warning("could not tell the risk hub of %d mismatches", len(events))
 
     async def end_of_day(self, until_ns: int | None = None) -> DayReport:
         """Replay every hosted account's deals and balance operations the platform recorded in

@@ -115,6 +115,7 @@ class Runtime:
         self.config = config
         self.default_shards = config.shards or default_shard_count()
         self.supervisor: Any = None
+        self.hub: Any = None  # the risk hub every shard publishes to (`actors/hub.py`)
         self.cells: dict[str, Cell] = {}  # by connection name, in configuration order
         self.routers: dict[str, Router] = {
             c.name: Router(c.shards or self.default_shards) for c in config.connections
@@ -153,6 +154,7 @@ class Runtime:
         )
         topology: Topology = await self.supervisor.start.remote()
         self.cells = {cell.connection: cell for cell in topology.cells}
+        self.hub = topology.hub
         if account_ids:
             await self.host(account_ids, connection)
         cells = self.cells.values()

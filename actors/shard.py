@@ -17,6 +17,7 @@ from actors.bands import BandIndex
 from actors.events import AccountFrozen, AccountStatus, AnyDomainEvent, RuleBreached
 from actors.market import Market, Quote
 from actors.plans import Plan
+from actors.risk import STREAM_EVENTS, RiskFeed
 from actors.rules import NO_LIMIT, NO_TRIGGER
 from bridge.commands import AnyPlatformCommand, PlatformCommand
 from bridge.events import AnyPlatformEvent, PriceTicked
@@ -87,6 +88,7 @@ class ShardCore:
         self.passive: dict[str, Passive] = {}  # evicted to their snapshot, woken when needed
         self.clock_ns = 0  # the time of the latest event applied
         self.stats = ShardStats(shard=shard)
+        self.feed: RiskFeed | None = None  # the risk stream's changes, when a hub listens
 
     def register(
         self,
@@ -105,6 +107,8 @@ class ShardCore:
                     account_id, plan, phase=phase, funded=funded
                 )
                 self.dirty.add(account_id)
+                if self.feed is not None:
+                    self.feed.touched.add(account_id)
                 added += 1
         self._count_hosted()
         if added:
@@ -118,6 +122,8 @@ class ShardCore:
         for account in accounts:
             self.accounts[account.account_id] = account
             self.bands.update(account.account_id, account, self.market.book)
+            if self.feed is not None:
+                self.feed.touched.add(account.account_id)
         self._count_hosted()
         self.next_boundary_ns = 0
 
@@ -208,6 +214,8 @@ class ShardCore:
                 applied.journal.append(event)
             if effects:
                 _collect(effects, applied, send)
+        if self.feed is not None:
+            self.feed.events.extend(e for e in applied.journal if isinstance(e, STREAM_EVENTS))
         return applied
 
     def _run_clock(self, event: AnyPlatformEvent, applied: Applied, send: Send | None) -> None:
@@ -223,6 +231,8 @@ class ShardCore:
             if account.next_rollover_ns <= event.ts_ns:
                 effects = account.advance(event.ts_ns, event.event_id, self.market.book)
                 self.dirty.add(account.account_id)
+                if self.feed is not None:
+                    self.feed.touched.add(account.account_id)
                 self.bands.update(account.account_id, account, self.market.book)
                 self._count(effects)
                 _collect(effects, applied, send)
@@ -236,6 +246,8 @@ class ShardCore:
         band is conservative: inside it no limit, warning, peak or target can be reached)."""
         book = self.market.book
         book[tick.symbol] = (tick.bid, tick.ask)
+        if self.feed is not None:
+            self.feed.ticked.add(tick.symbol)
         effects: list[Effect] = []
         leaving = self.bands.leaving(tick.symbol, tick.bid, tick.ask)
         accounts, dirty, bands = self.accounts, self.dirty, self.bands
@@ -266,6 +278,8 @@ class ShardCore:
             return []
         self.bands.update(account_id, account, self.market.book)
         self.dirty.add(account_id)
+        if self.feed is not None:
+            self.feed.touched.add(account_id)
         self.stats.evaluations += 1
         self._count(effects)
         return effects

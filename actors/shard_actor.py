@@ -18,6 +18,7 @@ first row of an event id, the bridge the first command of a command id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -29,9 +30,11 @@ import ray
 
 from actors.account import Account
 from actors.events import DomainEvent
+from actors.hub import encode_published
 from actors.market import Quote
 from actors.metrics import ShardMetrics
 from actors.plans import Plan
+from actors.risk import RiskFeed
 from actors.shard import AccountView, Money, ShardCore, ShardStats
 from bridge.codec import decode_event_batch, encode_batch
 from bridge.commands import AnyPlatformCommand, DisableTrading, EnableTrading
@@ -70,6 +73,10 @@ class ShardConfig(msgspec.Struct, frozen=True, kw_only=True):
     resend_after_s: float = 1.0  # an unconfirmed freeze is sent again after this long
     # Evict a flat account with no event for this long (market time) to its snapshot; None: never.
     passivate_after_s: float | None = 3_600.0
+    # The risk stream: changed accounts' rows go to the hub at most this often (wall clock).
+    publish_interval_s: float = 0.02
+    publish_in_flight: int = 4  # publications unanswered by the hub before the shard waits
+    firm_currency: str = "USD"
 
 
 class ShardCheckpoint(msgspec.Struct, kw_only=True):
@@ -100,12 +107,20 @@ class AccountShard:
         plans: Sequence[Plan] = (),
         bridge_name: str | None = None,
         config: ShardConfig | None = None,
+        hub_name: str | None = None,
     ) -> None:
         self.core = ShardCore(shard)
+        self.hub_name = hub_name
+        self.hub: Any = None
+        self.hub_epoch: str | None = None
+        self.publishing: list[Any] = []  # publications the hub has not answered yet
+        self.publish_wake = asyncio.Event()
         self.name = name or f"shard-{shard}"
         self.plans = {plan.id: plan for plan in plans}
         self.bridge_name = bridge_name
         self.config = config or ShardConfig()
+        if hub_name is not None:
+            self.core.feed = RiskFeed(self.config.firm_currency)
         self.engine = create_engine(database_url)
         self.journal = Journal(self.engine)
         self.snapshots = SnapshotStore(self.engine)
@@ -119,6 +134,7 @@ class AccountShard:
         self.unconfirmed: dict[str, tuple[DisableTrading, float]] = {}  # account -> freeze, sent
         self.sent: list[Any] = []
         self.background: asyncio.Task[None] | None = None
+        self.publisher: asyncio.Task[None] | None = None
         self.recovery: asyncio.Future[None] | None = None
         self.metrics = ShardMetrics(self.name)
 
@@ -147,6 +163,8 @@ class AccountShard:
             # sent at 0: the background task sends every one of them again at once
             self.unconfirmed = {c.account_id: (c, 0.0) for c in checkpoint.unconfirmed}
         self.background = asyncio.create_task(self._run_forever())
+        if self.core.feed is not None:
+            self.publisher = asyncio.create_task(self._publish_forever())
         if snapshots or state is not None:
             log.warning(
                 "%s recovered %d accounts at %s; asking for what came after",
@@ -200,10 +218,11 @@ class AccountShard:
     async def close(self) -> None:
         """Stop the background task and checkpoint, then release the database."""
         await self.ready()
-        if self.background is not None:
-            self.background.cancel()
-            await asyncio.gather(self.background, return_exceptions=True)
-            self.background = None
+        for task in (self.background, self.publisher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self.background = self.publisher = None
         await self.checkpoint()
         await self.engine.dispose()
 
@@ -249,6 +268,9 @@ class AccountShard:
         if stats.breaches > breaches:
             metrics.breaches.inc(stats.breaches - breaches)
         self.pending.extend(journal_record(e) for e in result.journal)
+        if self.core.feed is not None:
+            self.core.feed.mark(time.time_ns())
+            self.publish_wake.set()
         return Ack(self.delivered.get(source, 0), self.durable.get(source, 0))
 
     async def _wake(self, account_ids: Sequence[str]) -> None:
@@ -328,6 +350,67 @@ class AccountShard:
         """For the supervisor: recover if needed, then say which process this is."""
         await self.ready()
         return pulse()
+
+    # -- the risk stream -----------------------------------------------------------------------
+
+    def _hub(self) -> Any:
+        if self.hub is None and self.hub_name is not None:
+            try:
+                self.hub = ray.get_actor(self.hub_name)
+            except ValueError:
+                log.warning("risk hub %r not found (yet)", self.hub_name)
+        return self.hub
+
+    async def publish(self) -> int:
+        """Send the hub the rows of the accounts that changed and the events applied since the
+        last call; returns how many rows. Waits for nothing but the hub's earlier answers: with
+        `publish_in_flight` unanswered the changes stay collected for the next call (an
+        account's rows conflate, latest wins)."""
+        feed, hub = self.core.feed, self._hub()
+        if feed is None or hub is None:
+            return 0
+        await self._reap_published()
+        if len(self.publishing) >= self.config.publish_in_flight:
+            return 0
+        rows, events, applied_ns = feed.collect(self.core.accounts, self.core.market)
+        if not rows and not events:
+            return 0
+        payload = encode_published(rows, events, applied_ns or time.time_ns())
+        self.publishing.append(hub.publish.remote(payload))
+        return len(rows)
+
+    async def _reap_published(self) -> None:
+        """Read the hub's answers: a new epoch (the hub restarted) means send every row again;
+        a lost publication (the hub died) too."""
+        if not self.publishing:
+            return
+        ready, self.publishing = ray.wait(
+            self.publishing, num_returns=len(self.publishing), timeout=0
+        )
+        for ref in ready:
+            try:
+                epoch = await ref
+            except Exception:
+                log.warning(
+                    "%s: the risk hub lost a publication; sending every row again", self.name
+                )
+                epoch = None
+            if epoch != self.hub_epoch and self.core.feed is not None:
+                if self.hub_epoch is not None or epoch is None:
+                    self.core.feed.resend_all(self.core.accounts)
+                self.hub_epoch = epoch
+
+    async def _publish_forever(self) -> None:
+        interval = self.config.publish_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.publish_wake.wait(), timeout=1.0)
+            self.publish_wake.clear()
+            try:
+                await self.publish()
+            except Exception:
+                log.exception("%s: publishing to the risk hub failed", self.name)
+            await asyncio.sleep(interval)
 
     # -- persistence -----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
+from actors.hub import HubConfig, RemoteRiskHub
 from actors.reconcile import ReconcileConfig, RemoteReconciler
 from actors.router import Router
 from actors.shard_actor import RemoteAccountShard
@@ -45,7 +46,7 @@ _SHARD_CPU = 0.001  # a placement bundle needs some resource; shards are I/O-bou
 
 class ActorHealth(msgspec.Struct, kw_only=True):
     name: str
-    kind: str  # shard, bridge, platform, reconciler
+    kind: str  # shard, bridge, platform, reconciler, hub
     state: str = "starting"  # up, degraded (answers, reports trouble), restarting, down
     pid: int | None = None
     node: str | None = None
@@ -71,9 +72,11 @@ class Cell(msgspec.Struct, kw_only=True):
 
 
 class Topology(msgspec.Struct, kw_only=True):
-    """The handles a driver needs, per connection, in configuration order."""
+    """The handles a driver needs, per connection, in configuration order, and the risk hub
+    they all publish to."""
 
     cells: list[Cell]
+    hub: Any = None
 
 
 class Child:
@@ -99,6 +102,7 @@ class Supervisor:
         max_pending_calls: int,
         reconcile: ReconcileConfig,
         watch_interval_s: float = 0.5,
+        hub: HubConfig | None = None,
     ) -> None:
         check_names(connections)
         self.database_url = database_url
@@ -110,17 +114,25 @@ class Supervisor:
         self.max_pending_calls = max_pending_calls
         self.reconcile = reconcile
         self.watch_interval_s = watch_interval_s
+        self.hub_config = hub or HubConfig()
+        self.hub_name = f"{connections[0].name}/hub"
         self.children: list[Child] = []
         self.placements: list[PlacementGroup] = []
         self.watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> Topology:
         """Create every connection's actors and start watching them."""
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        hub = RemoteRiskHub.options(
+            name=self.hub_name, num_cpus=0, max_restarts=-1, scheduling_strategy=here
+        ).remote(self.database_url, self.hub_config)
+        await hub.ready.remote()
+        self.children.append(Child(self.hub_name, "hub", hub))
         cells = [await self._start_cell(connection) for connection in self.connections]
         await asyncio.gather(*(s.ready.remote() for cell in cells for s in cell.shards))
         await self.check()
         self.watcher = asyncio.create_task(self._watch_forever())
-        return Topology(cells=cells)
+        return Topology(cells=cells, hub=hub)
 
     async def _start_cell(self, connection: Connection) -> Cell:
         prefix = connection.name
@@ -152,6 +164,7 @@ class Supervisor:
                 plans=self.plans,
                 bridge_name=bridge_name,
                 config=self.shard_config,
+                hub_name=self.hub_name,
             )
             for i in range(count)
         ]
@@ -170,7 +183,15 @@ class Supervisor:
         ).remote(connection.worker(), platform, shards, router)
         reconciler = RemoteReconciler.options(
             name=f"{prefix}/reconciler", num_cpus=0, scheduling_strategy=here
-        ).remote(self.reconcile, shards, router, worker, self.database_url, self.plans)
+        ).remote(
+            self.reconcile,
+            shards,
+            router,
+            worker,
+            self.database_url,
+            self.plans,
+            hub_name=self.hub_name,
+        )
         self.children += [
             *(Child(f"{prefix}/shard-{i}", "shard", s) for i, s in enumerate(shards)),
             Child(bridge_name, "bridge", worker),
@@ -233,7 +254,9 @@ class Supervisor:
         if self.watcher is not None:
             self.watcher.cancel()
             await asyncio.gather(self.watcher, return_exceptions=True)
-        closing = [c.handle for c in self.children if c.health.kind in ("shard", "reconciler")]
+        closing = [
+            c.handle for c in self.children if c.health.kind in ("shard", "reconciler", "hub")
+        ]
         await asyncio.gather(*(a.close.remote() for a in closing), return_exceptions=True)
         for child in self.children:
             ray.kill(child.handle)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -19,6 +20,7 @@ from api.auth import Tokens
 from api.endpoints import Endpoint, errors, install
 from api.problems import problem as problem  # re-exported for the ingestion routes
 from api.services import ENGINE, SUPERVISOR, TOKENS, Operator, Supervisor
+from api.stream import STREAM, StreamConfig, StreamServer, stream_handler, streaming
 
 API_TITLE = "propvisor admin"
 API_VERSION = "1.0.0"
@@ -42,12 +44,13 @@ def endpoints() -> list[Endpoint]:
         plans,
         purchases,
         reports,
+        risk,
         system,
         timeline,
         traders,
     )
 
-    modules = (system, plans, traders, leads, purchases, accounts, timeline, reports, audit)
+    modules = (system, plans, traders, leads, purchases, accounts, timeline, reports, risk, audit)
     return [endpoint for module in modules for endpoint in module.ENDPOINTS]
 
 
@@ -67,9 +70,13 @@ def create_app(
     *,
     tokens: Tokens | None = None,
     follow: FollowerConfig | None = None,
+    hub: Any = None,
+    stream: StreamConfig | None = None,
 ) -> web.Application:
     """The HTTP app over a running supervisor and its database. With `follow`, it also runs
-    the registry follower (phase outcomes, provisioning retries) while it serves."""
+    the registry follower (phase outcomes, provisioning retries) while it serves. With `hub`
+    (the risk hub's actor handle), it follows the hub and serves the risk stream
+    (`/api/v1/stream`) and the live risk page (`/risk/`)."""
     from api.openapi import document
 
     app = web.Application(middlewares=[errors])
@@ -81,9 +88,28 @@ def create_app(
     app[OPENAPI] = document(declared, title=API_TITLE, version=API_VERSION)
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/api/docs", docs)
+    app.router.add_get("/api/v1/stream", stream_handler)
+    app.router.add_get("/risk", _to_risk_page)
+    app.router.add_get("/risk/", _risk_page)
+    app.router.add_static("/risk/", RISK_PAGE)
+    if hub is not None:
+        server = StreamServer(hub, stream)
+        app[STREAM] = server
+        app.cleanup_ctx.append(streaming(server))
     if follow is not None:
         app.cleanup_ctx.append(_following(follow))
     return app
+
+
+RISK_PAGE = Path(__file__).with_name("static") / "risk"
+
+
+async def _to_risk_page(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/risk/")
+
+
+async def _risk_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(RISK_PAGE / "index.html")
 
 
 def _following(config: FollowerConfig) -> Callable[[web.Application], AsyncIterator[None]]:

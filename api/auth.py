@@ -51,6 +51,9 @@ class Permission(enum.StrEnum):
     REPORTS_TRANSACTIONS = "reports:transactions"
     REPORTS_COHORTS = "reports:cohorts"
     AUDIT_READ = "audit:read"
+    RISK_READ = "risk:read"  # the risk stream, exposure, alerts, alert rules, the calendar
+    ALERTS_ACKNOWLEDGE = "alerts:acknowledge"
+    RISK_CONFIGURE = "risk:configure"  # alert rules and the economic calendar
 
 
 _P = Permission
@@ -59,7 +62,16 @@ _EVERYONE_READS = {_P.SYSTEM_READ, _P.PLANS_READ, _P.TRADERS_READ, _P.ACCOUNTS_R
 MATRIX: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.RISK: frozenset(
-        {*_EVERYONE_READS, _P.ACCOUNTS_FREEZE, _P.TIMELINE_READ, _P.REPORTS_COHORTS, _P.AUDIT_READ}
+        {
+            *_EVERYONE_READS,
+            _P.ACCOUNTS_FREEZE,
+            _P.TIMELINE_READ,
+            _P.REPORTS_COHORTS,
+            _P.AUDIT_READ,
+            _P.RISK_READ,
+            _P.ALERTS_ACKNOWLEDGE,
+            _P.RISK_CONFIGURE,
+        }
     ),
     Role.OPERATIONS: frozenset(
         {

@@ -182,9 +182,10 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     engine = create_engine(settings.database_url)
     async with engine.begin() as conn:
         issued = await issue_token(conn, f"demo-{run_id}", Role.ADMIN, by="demo")
-    app = create_app(runtime, engine, follow=FollowerConfig())
+    app = create_app(runtime, engine, follow=FollowerConfig(), hub=runtime.hub)
     runner, address = await serve_http(app, settings.http_host, settings.http_port)
     say(f"HTTP app:       {address}/api/docs (admin token for this run: {issued.token})")
+    say(f"Risk page:      {address}/risk/ (paste the token)")
     bearer = f"Authorization: Bearer {issued.token}"
     say(f"  curl -H '{bearer}' {address}/api/v1/accounts/{account_ids[0]}")
     for name, router in runtime.routers.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Float,
     Column,
     Index,
     Integer,
@@ -247,3 +248,55 @@ followers = Table(
     Column("seq", BigInteger, nullable=False),
 )
 """Per reader of the journal (the registry follower), the last `seq` it has handled."""
+
+# -- the risk view: alert rules, raised alerts, the economic calendar ------------------------------
+
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("severity", Text, nullable=False),
+    Column("enabled", Integer, nullable=False),
+    Column("condition", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+)
+"""Risk alert rules (`actors/alerts.py`); `condition` is the rule's JSON condition."""
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("rule_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("severity", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("account_id", Text, nullable=True),
+    Column("trader_id", Text, nullable=True),
+    Column("subject", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("raised_ns", BigInteger, nullable=False),
+    Column("acknowledged_ns", BigInteger, nullable=True),
+    Column("acknowledged_by", Text, nullable=True),
+    Column("note", Text, nullable=True),
+    Index("ix_alerts_raised", "raised_ns"),
+    Index("ix_alerts_account", "account_id", "raised_ns"),
+)
+"""Alerts the risk hub raised, and who acknowledged each (also in the audit trail)."""
+
+calendar_events = Table(
+    "calendar_events",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("currency", Text, nullable=False),
+    Column("impact", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    UniqueConstraint("currency", "ts_ns", "title", name="uq_calendar_release"),
+    Index("ix_calendar_ts", "ts_ns"),
+)
+"""The economic calendar loaded through the API: releases by currency, impact and time."""

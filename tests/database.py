@@ -40,6 +40,9 @@ LEDGER_TABLES = (
     "purchases",
     "accounts",
     "followers",
+    "alert_rules",
+    "alerts",
+    "calendar_events",
 )
 
 POSTGRES_REQUIRED = (

@@ -1,0 +1,426 @@
+"""Risk alerts: configurable rules, and the engine that raises an alert when one starts to hold.
+
+Rules are data (persisted in `alert_rules`, edited through the admin API). Each condition is
+watched per subject (an account and limit, an account and symbol, a book and currency, a news
+release, an event); an alert is raised when the condition starts to hold and not again while it
+keeps holding. A threshold condition stops holding only once the value falls back below the
+threshold by a margin (`HYSTERESIS`), so an equity hovering at the line raises one alert, not one
+per tick. Events (a breach, a reconciliation mismatch, a release) raise one alert each, however
+often they are delivered.
+
+Pure: no I/O, no clock; time comes in as arguments.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Literal
+
+import msgspec
+from cachetools import LRUCache
+
+from actors.events import BreachAction, ReconciliationMismatch, RuleBreached
+from actors.market import Impact
+from actors.risk import RiskRow
+
+Severity = Literal["info", "warning", "critical"]
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+Book = Literal["evaluation", "funded", "all"]
+Cents = Annotated[int, msgspec.Meta(gt=0, le=10**17)]
+
+HYSTERESIS = 0.05  # a threshold condition clears at 95% of its threshold (2 points for a %)
+
+
+class LossLimit(
+    msgspec.Struct, frozen=True, kw_only=True, tag="loss_limit", forbid_unknown_fields=True
+):
+    """An account has used at least `pct` percent of a loss limit's allowed loss."""
+
+    pct: Annotated[float, msgspec.Meta(gt=0, le=100)]
+    limit: Literal["daily_loss", "max_loss", "any"] = "any"
+    book: Book = "all"
+
+
+class PositionNotional(
+    msgspec.Struct, frozen=True, kw_only=True, tag="position_notional", forbid_unknown_fields=True
+):
+    """One account's net position in a symbol is worth at least `threshold` (firm-currency
+    cents, either direction)."""
+
+    threshold: Cents
+    book: Book = "all"
+
+
+class CurrencyExposure(
+    msgspec.Struct, frozen=True, kw_only=True, tag="currency_exposure", forbid_unknown_fields=True
+):
+    """The firm's net exposure to a currency (`currency`, or any) in a book is worth at least
+    `threshold` (firm-currency cents, either direction)."""
+
+    threshold: Cents
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z0-9]{2,12}$")] | None = None
+    book: Book = "all"
+
+
+class NewsExposure(
+    msgspec.Struct, frozen=True, kw_only=True, tag="news_exposure", forbid_unknown_fields=True
+):
+    """A release of at least `impact` is due within `minutes` for a currency in which the
+    funded book's open net exposure is worth at least `threshold` (firm-currency cents)."""
+
+    minutes: Annotated[float, msgspec.Meta(gt=0, le=1440)]
+    threshold: Cents
+    impact: Literal["low", "medium", "high"] = "high"
+
+
+class Reconciliation(
+    msgspec.Struct, frozen=True, kw_only=True, tag="reconciliation", forbid_unknown_fields=True
+):
+    """The platform's balance or equity for an account differs from ours."""
+
+
+class Breach(msgspec.Struct, frozen=True, kw_only=True, tag="breach", forbid_unknown_fields=True):
+    """A rule was breached (only those that failed the account, if `failing_only`)."""
+
+    failing_only: bool = False
+
+
+Condition = LossLimit | PositionNotional | CurrencyExposure | NewsExposure | Reconciliation | Breach
+
+
+class AlertRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    severity: Severity = "warning"
+    enabled: bool = True
+    condition: Condition
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    """A raised alert. `value` and `threshold` are in the condition's units (percent, or
+    firm-currency cents); `subject` names what it is about (a limit, symbol, currency, release)."""
+
+    id: str
+    rule_id: str
+    rule_name: str
+    kind: str
+    severity: Severity
+    key: str
+    account_id: str | None = None
+    trader_id: str | None = None
+    subject: str
+    message: str
+    value: float
+    threshold: float
+    raised_ns: int
+    acknowledged_ns: int | None = None
+    acknowledged_by: str | None = None
+    note: str | None = None
+
+
+class CalendarEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A scheduled release, as loaded through the API (`calendar_events`)."""
+
+    id: str
+    currency: str
+    impact: str
+    title: str
+    ts_ns: int
+
+
+def _in_book(book: Book, row_book: str) -> bool:
+    return book == "all" or book == row_book
+
+
+def _money(cents: float, currency: str) -> str:
+    return f"{cents / 100:,.0f} {currency}"
+
+
+class AlertEngine:
+    """Decides which alerts to raise; remembers which conditions hold (`active`)."""
+
+    def __init__(self, rules: Iterable[AlertRule] = (), firm_currency: str = "USD") -> None:
+        self.firm_currency = firm_currency
+        self.rules: list[AlertRule] = []
+        self.active: set[str] = set()  # keys of threshold conditions that hold now
+        self.seen: LRUCache[str, bool] = LRUCache(maxsize=200_000)  # keys of one-off alerts
+        self.set_rules(rules)
+
+    def set_rules(self, rules: Iterable[AlertRule]) -> None:
+        self.rules = [rule for rule in rules if rule.enabled]
+        kept = {rule.id for rule in self.rules}
+        self.active = {key for key in self.active if key.split(":", 1)[0] in kept}
+
+    def _of(self, kind: type[Condition]) -> list[AlertRule]:
+        return [rule for rule in self.rules if isinstance(rule.condition, kind)]
+
+    def remember(self, keys: Iterable[str]) -> None:
+        """Treat these conditions as already alerted (open alerts found at start)."""
+        for key in keys:
+            self.active.add(key)
+            self.seen[key] = True
+
+    def _level(self, key: str, value: float, threshold: float, margin: float, now_ns: int) -> bool:
+        """Whether a threshold condition starts to hold now (and remember that it holds)."""
+        if value >= threshold:
+            if key in self.active:
+                return False
+            self.active.add(key)
+            return True
+        if value < threshold - margin:
+            self.active.discard(key)
+        return False
+
+    def _once(self, key: str) -> bool:
+        if key in self.seen:
+            return False
+        self.seen[key] = True
+        return True
+
+    def on_row(self, row: RiskRow, trader_id: str | None, now_ns: int) -> list[Alert]:
+        """Loss-limit use and position size of an account whose row changed."""
+        raised: list[Alert] = []
+        for rule in self._of(LossLimit):
+            condition = rule.condition
+            assert isinstance(condition, LossLimit)
+            if not _in_book(condition.book, row.book):
+                continue
+            for limit, used in (("daily_loss", row.daily_used_pct), ("max_loss", row.max_used_pct)):
+                if condition.limit not in ("any", limit):
+                    continue
+                key = f"{rule.id}:{row.account_id}:{limit}"
+                value = -1.0 if used is None or row.status != "active" else used
+                if self._level(key, value, condition.pct, 2.0, now_ns):
+                    raised.append(
+                        self._alert(
+                            rule,
+                            key,
+                            now_ns,
+                            limit,
+                            value,
+                            condition.pct,
+                            f"{row.account_id} has used {value:.1f}% of its "
+                            f"{limit.replace('_', ' ')} limit (alert at {condition.pct:g}%)",
+                            row.account_id,
+                            trader_id,
+                        )
+                    )
+        for rule in self._of(PositionNotional):
+            condition = rule.condition
+            assert isinstance(condition, PositionNotional)
+            if not _in_book(condition.book, row.book):
+                continue
+            held = {leg.symbol: abs(leg.notional or 0) for leg in row.legs}
+            for symbol in {*held, *self._symbols_active(rule.id, row.account_id)}:
+                key = f"{rule.id}:{row.account_id}:{symbol}"
+                value = held.get(symbol, 0)
+                threshold = condition.threshold
+                if self._level(key, value, threshold, threshold * HYSTERESIS, now_ns):
+                    raised.append(
+                        self._alert(
+                            rule,
+                            key,
+                            now_ns,
+                            symbol,
+                            value,
+                            threshold,
+                            f"{row.account_id} holds {_money(value, self.firm_currency)} of "
+                            f"{symbol} (alert at {_money(threshold, self.firm_currency)})",
+                            row.account_id,
+                            trader_id,
+                        )
+                    )
+        return raised
+
+    def _symbols_active(self, rule_id: str, account_id: str) -> list[str]:
+        """Symbols whose position alert holds for the account (so a closed one clears)."""
+        prefix = f"{rule_id}:{account_id}:"
+        return [key[len(prefix) :] for key in self.active if key.startswith(prefix)]
+
+    def on_exposure(self, book: str, currencies: Mapping[str, int], now_ns: int) -> list[Alert]:
+        """The firm's net exposure per currency in `book` (firm-currency cents, signed)."""
+        raised: list[Alert] = []
+        for rule in self._of(CurrencyExposure):
+            condition = rule.condition
+            assert isinstance(condition, CurrencyExposure)
+            if not _in_book(condition.book, book):
+                continue
+            wanted = [condition.currency] if condition.currency else list(currencies)
+            for currency in wanted:
+                if currency == self.firm_currency:
+                    continue
+                key = f"{rule.id}:{book}:{currency}"
+                value = abs(currencies.get(currency, 0))
+                threshold = condition.threshold
+                if self._level(key, value, threshold, threshold * HYSTERESIS, now_ns):
+                    raised.append(
+                        self._alert(
+                            rule,
+                            key,
+                            now_ns,
+                            f"{book}:{currency}",
+                            value,
+                            threshold,
+                            f"{book} book net {currency} exposure is "
+                            f"{_money(value, self.firm_currency)} (alert at "
+                            f"{_money(threshold, self.firm_currency)})",
+                        )
+                    )
+        return raised
+
+    def on_clock(
+        self,
+        now_ns: int,
+        calendar: Iterable[CalendarEntry],
+        funded: Mapping[str, int],
+    ) -> list[Alert]:
+        """Releases due soon for currencies the funded book holds (`funded`: net exposure per
+        currency, firm-currency cents, signed). One alert per rule and release."""
+        raised: list[Alert] = []
+        rules = self._of(NewsExposure)
+        if not rules:
+            return raised
+        for entry in calendar:
+            if entry.ts_ns < now_ns:
+                continue
+            held = abs(funded.get(entry.currency, 0))
+            for rule in rules:
+                condition = rule.condition
+                assert isinstance(condition, NewsExposure)
+                due_in = (entry.ts_ns - now_ns) / 60e9
+                if (
+                    due_in > condition.minutes
+                    or Impact.named(entry.impact) < Impact.named(condition.impact)
+                    or held < condition.threshold
+                ):
+                    continue
+                key = f"{rule.id}:{entry.id}"
+                if self._once(key):
+                    raised.append(
+                        self._alert(
+                            rule,
+                            key,
+                            now_ns,
+                            f"{entry.currency}: {entry.title}",
+                            held,
+                            condition.threshold,
+                            f"{entry.impact} impact {entry.currency} release "
+                            f"'{entry.title}' in {due_in:.0f} min; funded net {entry.currency} "
+                            f"exposure {_money(held, self.firm_currency)}",
+                        )
+                    )
+        return raised
+
+    def on_event(self, event: object, trader_id: str | None, now_ns: int) -> list[Alert]:
+        """A breach or a reconciliation mismatch."""
+        raised: list[Alert] = []
+        if isinstance(event, RuleBreached):
+            for rule in self._of(Breach):
+                condition = rule.condition
+                assert isinstance(condition, Breach)
+                if condition.failing_only and event.action is not BreachAction.FAIL:
+                    continue
+                key = f"{rule.id}:{event.event_id}"
+                if self._once(key):
+                    raised.append(
+                        self._alert(
+                            rule,
+                            key,
+                            now_ns,
+                            event.rule.value,
+                            event.value,
+                            event.limit,
+                            f"{event.account_id} breached {event.rule.value} "
+                            f"({event.action.value}): {event.value:g} against {event.limit:g}",
+                            event.account_id,
+                            trader_id,
+                        )
+                    )
+        elif isinstance(event, ReconciliationMismatch):
+            for rule in self._of(Reconciliation):
+                key = f"{rule.id}:{event.event_id}"
+                if self._once(key):
+                    raised.append(
+                        self._alert(
+                            rule,
+                            key,
+                            now_ns,
+                            "reconciliation",
+                            float(event.equity),
+                            float(event.platform_equity or 0),
+                            f"{event.account_id}: platform differs from ours: {event.detail}",
+                            event.account_id,
+                            trader_id,
+                        )
+                    )
+        return raised
+
+    def _alert(
+        self,
+        rule: AlertRule,
+        key: str,
+        now_ns: int,
+        subject: str,
+        value: float,
+        threshold: float,
+        message: str,
+        account_id: str | None = None,
+        trader_id: str | None = None,
+    ) -> Alert:
+        return Alert(
+            id="al_" + secrets.token_hex(8),
+            rule_id=rule.id,
+            rule_name=rule.name,
+            kind=str(type(rule.condition).__struct_config__.tag),
+            severity=rule.severity,
+            key=key,
+            account_id=account_id,
+            trader_id=trader_id,
+            subject=subject,
+            message=message,
+            value=float(value),
+            threshold=float(threshold),
+            raised_ns=now_ns,
+        )
+
+
+DEFAULT_RULES: tuple[AlertRule, ...] = (
+    AlertRule(
+        id="ar_loss_90",
+        name="Account at 90% of a loss limit",
+        severity="warning",
+        condition=LossLimit(pct=90.0),
+    ),
+    AlertRule(
+        id="ar_position_1m",
+        name="Single position above 1,000,000",
+        severity="warning",
+        condition=PositionNotional(threshold=100_000_000),
+    ),
+    AlertRule(
+        id="ar_currency_5m",
+        name="Funded book net currency exposure above 5,000,000",
+        severity="critical",
+        condition=CurrencyExposure(threshold=500_000_000, book="funded"),
+    ),
+    AlertRule(
+        id="ar_news_30m",
+        name="High-impact release within 30 min on funded exposure above 250,000",
+        severity="critical",
+        condition=NewsExposure(minutes=30.0, threshold=25_000_000),
+    ),
+    AlertRule(
+        id="ar_reconciliation",
+        name="Platform and ledger disagree",
+        severity="critical",
+        condition=Reconciliation(),
+    ),
+    AlertRule(
+        id="ar_breach",
+        name="Rule breached",
+        severity="warning",
+        condition=Breach(),
+    ),
+)
+"""The rules a new installation starts with (migration 0005 seeds them); edit them in the API."""

@@ -1,0 +1,643 @@
+"""The risk stream: `GET /api/v1/stream`, a websocket of the risk hub's messages (protocol:
+`docs/stream.md`).
+
+Each API process runs one `StreamServer`. Its reader task follows the hub with a cursor
+(`RiskHub.read`, a long poll), keeps a mirror of the hub's state (the latest message of each
+account and book, the open alerts, the recent breaches) and the last `ring_size` messages, each
+JSON-encoded once. Every client has a filter and a bounded queue of pending messages, keyed so
+that an account's newer row replaces its older one (and a book's newer exposure table its older
+one): a client that falls behind gets the latest of each, not every step. A client whose queue
+passes `max_pending`, or whose socket has not taken a frame for `max_stall_s`, is disconnected
+with a reason; the others are not slowed, because each client has its own writer task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Annotated, Any, Literal
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from actors.alerts import SEVERITY_RANK, Severity
+from actors.hub import (
+    AccountUpdate,
+    AlertAcknowledged,
+    AlertRaised,
+    BreachReported,
+    ExposureUpdate,
+    HubState,
+    Read,
+    StreamMessage,
+)
+from api.auth import Permission, Principal, allows
+from api.problems import ApiError
+from api.services import TOKENS
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["account", "exposure", "alert", "breach", "event"]
+_Names = Annotated[
+    frozenset[Annotated[str, msgspec.Meta(max_length=128)]],
+    msgspec.Meta(min_length=1, max_length=10_000),
+]
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_SLOW = 4008
+CLOSE_PROTOCOL = 4400
+
+
+class Filter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a client wants; a field left out does not filter. Account filters (accounts,
+    traders, plans, phases, symbols) narrow the messages about an account; firm-wide messages
+    (exposure tables, alerts not about one account) pass them."""
+
+    accounts: _Names | None = None
+    traders: _Names | None = None
+    plans: _Names | None = None
+    phases: _Names | None = None
+    symbols: _Names | None = None
+    kinds: Annotated[frozenset[Kind], msgspec.Meta(min_length=1)] | None = None
+    severity: Severity = "info"  # the least severe alert sent
+
+
+class Resume(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    epoch: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Subscribe(
+    msgspec.Struct, frozen=True, kw_only=True, tag="subscribe", forbid_unknown_fields=True
+):
+    token: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    filters: Filter = Filter()
+    resume: Resume | None = None
+
+
+class Ping(msgspec.Struct, frozen=True, kw_only=True, tag="ping", forbid_unknown_fields=True):
+    pass
+
+
+ClientMessage = Subscribe | Ping
+_decode_client = msgspec.json.Decoder(ClientMessage)
+_decode_messages = msgspec.msgpack.Decoder(list[StreamMessage])
+_json = msgspec.json.Encoder()
+
+
+class StreamConfig(msgspec.Struct, frozen=True, kw_only=True):
+    ring_size: int = 100_000  # messages kept for clients that resume
+    max_pending: int = 20_000  # messages a client may have waiting before it is dropped
+    max_stall_s: float = 10.0  # a socket that takes no frame this long is dropped
+    heartbeat_s: float = 5.0  # a heartbeat message when nothing else was sent
+    ping_s: float = 20.0  # websocket pings; a client that does not answer is closed
+    auth_timeout_s: float = 5.0  # to send the first `subscribe` (with the token, from a browser)
+    send_buffer_bytes: int | None = 262_144  # the kernel's send buffer per client (None: OS's)
+    read_wait_s: float = 1.0  # the long poll on the hub
+    max_frame_messages: int = 5_000  # deltas per frame
+
+
+class Entry:
+    """One message as the stream holds it: what filters look at, and its JSON, encoded once."""
+
+    __slots__ = (
+        "account_id",
+        "data",
+        "key",
+        "kind",
+        "phase",
+        "plan",
+        "seq",
+        "severity",
+        "symbols",
+        "trader_id",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        kind: str,
+        data: bytes,
+        key: Any = None,
+        account_id: str | None = None,
+        trader_id: str | None = None,
+        plan: str | None = None,
+        phase: str | None = None,
+        symbols: frozenset[str] = frozenset(),
+        severity: str | None = None,
+    ) -> None:
+        self.seq = seq
+        self.kind = kind
+        self.data = data
+        self.key = key if key is not None else seq  # messages with the same key conflate
+        self.account_id = account_id
+        self.trader_id = trader_id
+        self.plan = plan
+        self.phase = phase
+        self.symbols = symbols
+        self.severity = severity
+
+
+def matches(wanted: Filter, entry: Entry) -> bool:
+    if wanted.kinds is not None and entry.kind not in wanted.kinds:
+        return False
+    if (
+        entry.severity is not None
+        and SEVERITY_RANK[entry.severity] < SEVERITY_RANK[wanted.severity]
+    ):
+        return False
+    if entry.account_id is None:
+        return True
+    return (
+        (wanted.accounts is None or entry.account_id in wanted.accounts)
+        and (wanted.traders is None or entry.trader_id in wanted.traders)
+        and (wanted.plans is None or entry.plan in wanted.plans)
+        and (wanted.phases is None or entry.phase in wanted.phases)
+        and (wanted.symbols is None or not wanted.symbols.isdisjoint(entry.symbols))
+    )
+
+
+class Slow(Exception):
+    """A client that fell too far behind."""
+
+
+class Client:
+    """One websocket: its filter, its pending messages (keyed, so rows conflate) and its writer."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        wanted: Filter,
+        config: StreamConfig,
+        abort: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.ws = ws
+        self.abort = abort  # drops the connection without a goodbye
+        self.filter = wanted
+        self.config = config
+        self.pending: dict[Any, Entry] = {}
+        self.wake = asyncio.Event()
+        self.closing: str | None = None
+        self.close_code = CLOSE_SLOW
+        self.sending_since: float | None = None
+        self.snapshot: bytes | None = None  # sent before anything pending
+        self.sent = 0
+        self.conflated = 0
+
+    def offer(self, entries: Iterable[Entry]) -> None:
+        if self.closing is not None:
+            return
+        pending = self.pending
+        for entry in entries:
+            if pending.pop(entry.key, None) is not None:
+                self.conflated += 1
+            pending[entry.key] = entry  # at the end: frames stay in sequence order
+        if len(pending) > self.config.max_pending:
+            self.drop(f"slow consumer: {len(pending)} messages pending")
+        self.wake.set()
+
+    def stalled(self, now: float) -> bool:
+        since = self.sending_since
+        return since is not None and now - since > self.config.max_stall_s
+
+    def drop(self, reason: str, code: int = CLOSE_SLOW) -> None:
+        """Close with `reason` once the frame being sent is out (the stall check aborts a
+        socket that never takes it)."""
+        if self.closing is None:
+            self.closing = reason
+            self.close_code = code
+            self.pending.clear()
+            self.snapshot = None
+            self.wake.set()
+
+    async def write_forever(self) -> None:
+        try:
+            await self._write()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.ws.close(
+                        code=self.close_code, message=(self.closing or "").encode()[:120]
+                    ),
+                    timeout=1.0,
+                )
+            if not self.ws.closed:
+                self.abort()
+
+    async def _write(self) -> None:
+        config = self.config
+        while self.closing is None:
+            if not self.pending and self.snapshot is None:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=config.heartbeat_s)
+                except TimeoutError:
+                    await self._send(_json.encode({"type": "heartbeat", "ts_ns": time.time_ns()}))
+                    continue
+                if self.closing is not None:
+                    break
+            if self.snapshot is not None:
+                frame, self.snapshot = self.snapshot, None
+                await self._send(frame)
+                continue
+            batch = list(itertools.islice(self.pending.values(), config.max_frame_messages))
+            if len(batch) == len(self.pending):
+                self.pending.clear()
+            else:
+                for entry in batch:
+                    del self.pending[entry.key]
+            frame = b'{"type":"deltas","messages":[' + b",".join(e.data for e in batch) + b"]}"
+            await self._send(frame)
+            self.sent += len(batch)
+
+    async def _send(self, frame: bytes) -> None:
+        self.sending_since = time.monotonic()
+        await self.ws.send_frame(frame, WSMsgType.TEXT)
+        self.sending_since = None
+
+
+class Mirror:
+    """The hub's state as this process last read it, each message encoded once."""
+
+    def __init__(self) -> None:
+        self.epoch: str | None = None
+        self.seq = 0
+        self.floor = 0  # the oldest cursor a client may resume from
+        self.firm_currency = "USD"
+        self.accounts: dict[str, Entry] = {}
+        self.symbols: dict[str, frozenset[str]] = {}
+        self.plans: dict[str, tuple[str, str]] = {}
+        self.exposure: dict[str, Entry] = {}
+        self.alerts: dict[str, Entry] = {}
+        self.breaches: deque[Entry] = deque(maxlen=200)
+
+    def reset(self, state: HubState) -> None:
+        self.__init__()  # type: ignore[misc]
+        self.epoch, self.seq, self.floor = state.epoch, state.seq, state.seq
+        self.firm_currency = state.firm_currency
+        for update in state.accounts:
+            self.apply(update)
+        for exposure in state.exposure:
+            self.apply(exposure)
+        for alert in state.alerts:
+            self.apply(AlertRaised(seq=0, alert=alert))
+        for breach in state.breaches:
+            self.apply(breach)
+
+    def apply(self, message: StreamMessage) -> Entry:
+        """Fold a message in; its entry."""
+        data = _json.encode(message)
+        seq = message.seq
+        if isinstance(message, AccountUpdate):
+            row = message.row
+            account_id = row.account_id
+            now = row.symbols()
+            symbols = now | self.symbols.get(account_id, frozenset())  # a closed one too
+            self.symbols[account_id] = now
+            self.plans[account_id] = (row.plan, row.phase)
+            entry = Entry(
+                seq,
+                "account",
+                data,
+                ("a", account_id),
+                account_id,
+                message.trader_id,
+                row.plan,
+                row.phase,
+                symbols,
+            )
+            self.accounts[account_id] = entry
+            return entry
+        if isinstance(message, ExposureUpdate):
+            entry = Entry(seq, "exposure", data, ("x", message.book))
+            self.exposure[message.book] = entry
+            return entry
+        if isinstance(message, AlertRaised):
+            alert = message.alert
+            entry = self._about(
+                seq, "alert", data, alert.account_id, alert.trader_id, alert.severity
+            )
+            self.alerts[alert.id] = entry
+            return entry
+        if isinstance(message, AlertAcknowledged):
+            self.alerts.pop(message.alert_id, None)
+            return self._about(
+                seq, "alert", data, message.account_id, message.trader_id, message.severity
+            )
+        if isinstance(message, BreachReported):
+            entry = self._about(seq, "breach", data, message.event.account_id, message.trader_id)
+            self.breaches.append(entry)
+            return entry
+        return self._about(seq, "event", data, message.event.account_id, message.trader_id)
+
+    def _about(
+        self,
+        seq: int,
+        kind: str,
+        data: bytes,
+        account_id: str | None,
+        trader_id: str | None,
+        severity: str | None = None,
+    ) -> Entry:
+        plan, phase = self.plans.get(account_id or "", (None, None))
+        symbols = self.symbols.get(account_id or "", frozenset())
+        return Entry(seq, kind, data, None, account_id, trader_id, plan, phase, symbols, severity)
+
+    def snapshot(self, wanted: Filter, reason: str) -> bytes:
+        """Every current message the filter matches, as of `seq`, in one frame."""
+        picked = [
+            e.data
+            for group in (
+                self.exposure.values(),
+                self.accounts.values(),
+                self.alerts.values(),
+                self.breaches,
+            )
+            for e in group
+            if matches(wanted, e)
+        ]
+        head = _json.encode(
+            {
+                "type": "snapshot",
+                "epoch": self.epoch,
+                "seq": self.seq,
+                "reason": reason,
+                "firm_currency": self.firm_currency,
+            }
+        )
+        return head[:-1] + b',"messages":[' + b",".join(picked) + b"]}"
+
+
+class StreamServer:
+    """One API process's side of the stream: the hub reader, the mirror, the clients."""
+
+    def __init__(self, hub: Any, config: StreamConfig | None = None) -> None:
+        self.hub = hub
+        self.config = config or StreamConfig()
+        self.mirror = Mirror()
+        self.ring: deque[Entry] = deque(maxlen=self.config.ring_size)
+        self.clients: set[Client] = set()
+        self.dropped_slow = 0
+        self.synced = asyncio.Event()
+
+    # -- the hub ------------------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("risk stream: reading the hub failed; retrying")
+                self.mirror.epoch = None
+                await asyncio.sleep(1.0)
+
+    async def _follow(self) -> None:
+        mirror = self.mirror
+        if mirror.epoch is None:
+            await self._reset("subscribe")
+        read: Read = await self.hub.read.remote(mirror.epoch, mirror.seq, self.config.read_wait_s)
+        if read.reset:
+            await self._reset("the risk hub restarted or this process fell behind")
+            return
+        entries: list[Entry] = []
+        for chunk in read.chunks:
+            for message in _decode_messages.decode(chunk):
+                if message.seq <= mirror.seq:
+                    continue
+                entries.append(mirror.apply(message))
+                mirror.seq = message.seq
+        if entries:
+            self.ring.extend(entries)
+            if len(self.ring) == self.ring.maxlen:
+                mirror.floor = self.ring[0].seq - 1
+            self._fan_out(entries)
+        self._check_stalls()
+
+    async def _reset(self, reason: str) -> None:
+        raw: bytes = await self.hub.state.remote()
+        state = msgspec.msgpack.decode(raw, type=HubState)
+        had_epoch = self.synced.is_set()
+        self.mirror.reset(state)
+        self.ring.clear()
+        self.synced.set()
+        if had_epoch:
+            for client in self.clients:
+                client.pending.clear()
+                client.snapshot = self.mirror.snapshot(client.filter, reason)
+                client.wake.set()
+
+    def _fan_out(self, entries: list[Entry]) -> None:
+        by_filter: dict[Filter, list[Entry]] = {}
+        for client in self.clients:
+            picked = by_filter.get(client.filter)
+            if picked is None:
+                picked = by_filter[client.filter] = [
+                    e for e in entries if matches(client.filter, e)
+                ]
+            if picked:
+                client.offer(picked)
+
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for client in list(self.clients):
+            if client.closing is None and client.stalled(now):
+                client.drop(f"slow consumer: no frame taken for {self.config.max_stall_s:g} s")
+                # Its socket takes nothing, so the close frame cannot go out either: give it a
+                # second, then cut the connection.
+                loop.call_later(1.0, _abort_unless_closed, client)
+
+    # -- clients --------------------------------------------------------------------------------
+
+    def attach(self, client: Client, resume: Resume | None) -> None:
+        """Start a client at a snapshot, or, resuming, after the message it saw last."""
+        mirror = self.mirror
+        if (
+            resume is not None
+            and resume.epoch == mirror.epoch
+            and mirror.floor <= resume.seq <= mirror.seq
+        ):
+            backlog = [e for e in self._after(resume.seq) if matches(client.filter, e)]
+            client.snapshot = _json.encode(
+                {"type": "resumed", "epoch": mirror.epoch, "after": resume.seq, "seq": mirror.seq}
+            )
+            client.offer(backlog)
+        else:
+            reason = "subscribe" if resume is None else "resume unavailable: resnapshot"
+            client.snapshot = mirror.snapshot(client.filter, reason)
+        self.clients.add(client)
+        client.wake.set()
+
+    def _after(self, seq: int) -> list[Entry]:
+        ring = self.ring
+        index = len(ring)
+        while index > 0 and ring[index - 1].seq > seq:
+            index -= 1
+        return list(itertools.islice(ring, index, None))
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        """The websocket handler."""
+        principal = await _header_principal(request)
+        ws = web.WebSocketResponse(
+            heartbeat=self.config.ping_s, compress=False, max_msg_size=1 << 20
+        )
+        await ws.prepare(request)
+        self._size_buffer(request)
+        await asyncio.wait_for(self.synced.wait(), timeout=30.0)
+        try:
+            first = await ws.receive(timeout=self.config.auth_timeout_s)
+        except TimeoutError:
+            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized: no subscribe in time")
+            return ws
+        subscribe = await self._subscribe(ws, request, first, principal)
+        if subscribe is None:
+            return ws
+        transport = request.transport
+        client = Client(ws, subscribe.filters, self.config, transport.abort if transport else _no)
+        self.attach(client, subscribe.resume)
+        writer = asyncio.create_task(client.write_forever())
+        reader = asyncio.create_task(self._read_client(ws, client))
+        try:
+            # Until the client goes, or the writer closes it (dropped: slow, or shutting down).
+            await asyncio.wait((writer, reader), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.clients.discard(client)
+            if client.closing is not None and client.close_code == CLOSE_SLOW:
+                self.dropped_slow += 1
+                log.warning("risk stream: dropped a client: %s", client.closing)
+            for task in (writer, reader):
+                task.cancel()
+            await asyncio.gather(writer, reader, return_exceptions=True)
+        return ws
+
+    def _size_buffer(self, request: web.Request) -> None:
+        size = self.config.send_buffer_bytes
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if size is not None and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+    async def _subscribe(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        first: Any,
+        principal: Principal | None,
+    ) -> Subscribe | None:
+        if first.type != WSMsgType.TEXT:
+            await ws.close(code=CLOSE_PROTOCOL, message=b"expected a subscribe message")
+            return None
+        try:
+            message = _decode_client.decode(first.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            await ws.close(code=CLOSE_PROTOCOL, message=f"invalid subscribe: {exc}".encode()[:120])
+            return None
+        if not isinstance(message, Subscribe):
+            await ws.close(code=CLOSE_PROTOCOL, message=b"expected a subscribe message first")
+            return None
+        if principal is None:
+            principal = (
+                await request.app[TOKENS].principal(message.token) if message.token else None
+            )
+            if principal is None:
+                await ws.close(
+                    code=CLOSE_UNAUTHORIZED, message=b"unauthorized: a valid token is required"
+                )
+                return None
+            if not allows(principal.role, Permission.RISK_READ):
+                await ws.close(
+                    code=CLOSE_FORBIDDEN,
+                    message=f"forbidden: role {principal.role.value!r} lacks risk:read".encode(),
+                )
+                return None
+        return message
+
+    async def _read_client(self, ws: web.WebSocketResponse, client: Client) -> None:
+        """Answer pings; a new subscribe changes the filter (and sends a new snapshot)."""
+        async for message in ws:
+            if client.closing is not None:
+                return
+            if message.type != WSMsgType.TEXT:
+                continue
+            try:
+                decoded = _decode_client.decode(message.data)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                await ws.send_frame(
+                    _json.encode({"type": "error", "detail": str(exc)}), WSMsgType.TEXT
+                )
+                continue
+            if isinstance(decoded, Ping):
+                client.offer([])  # the writer answers with what is pending, or a heartbeat
+                await ws.send_frame(
+                    _json.encode({"type": "pong", "seq": self.mirror.seq}), WSMsgType.TEXT
+                )
+            else:
+                self.clients.discard(client)
+                client.filter = decoded.filters
+                client.pending.clear()
+                self.attach(client, decoded.resume)
+
+
+def _no() -> None:
+    pass
+
+
+def _abort_unless_closed(client: Client) -> None:
+    if not client.ws.closed:
+        client.abort()
+
+
+async def _header_principal(request: web.Request) -> Principal | None:
+    """The caller of an `Authorization: Bearer` header (refused before the upgrade if it is
+    not valid or may not stream); None without one (a browser sends it in `subscribe`)."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    principal = None
+    if scheme.lower() == "bearer" and token:
+        principal = await request.app[TOKENS].principal(token.strip())
+    if principal is None:
+        raise ApiError(
+            401,
+            "Unauthorized",
+            "a valid bearer token is required",
+            headers={"WWW-Authenticate": 'Bearer realm="propvisor"'},
+        )
+    if not allows(principal.role, Permission.RISK_READ):
+        raise ApiError(
+            403, "Forbidden", f"role {principal.role.value!r} lacks the permission 'risk:read'"
+        )
+    return principal
+
+
+STREAM = web.AppKey("stream", StreamServer)
+
+
+def streaming(server: StreamServer) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The app's cleanup context: follow the hub while the app runs."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(server.run_forever())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for client in list(server.clients):
+            client.drop("server shutting down", code=1001)
+
+    return run
+
+
+async def stream_handler(request: web.Request) -> web.StreamResponse:
+    server = request.app.get(STREAM)
+    if server is None:
+        raise ApiError(503, "No risk stream", "this process runs without the risk hub")
+    return await server.serve(request)
