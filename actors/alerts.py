@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from cachetools import LRUCache
@@ -117,6 +117,11 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     acknowledged_ns: int | None = None
     acknowledged_by: str | None = None
     note: str | None = None
+
+
+def alert_of(row: Any) -> Alert:
+    """An alert as stored (a row of `alerts`)."""
+    return msgspec.convert({str(k): v for k, v in row._mapping.items()}, type=Alert)
 
 
 class CalendarEntry(msgspec.Struct, frozen=True, kw_only=True):

@@ -29,7 +29,7 @@ from cachetools import TTLCache
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actors.alerts import Alert, AlertEngine, AlertRule, CalendarEntry, Condition
+from actors.alerts import Alert, AlertEngine, AlertRule, CalendarEntry, Condition, alert_of
 from actors.events import RuleBreached
 from actors.risk import BOOKS, FUNDED, RiskRow, StreamEvent
 from ledger.database import create_engine
@@ -278,7 +278,7 @@ class RiskHub:
                 .order_by(alerts.c.raised_ns.desc())
                 .limit(1_000)
             )
-            opened = [_alert_of(row) for row in found]
+            opened = [alert_of(row) for row in found]
             breaches = await conn.execute(
                 select(journal.c.payload)
                 .where(journal.c.kind == "rule_breached")
@@ -559,10 +559,6 @@ class RiskHub:
 
 def _row_of(alert: Alert) -> dict[str, Any]:
     return msgspec.structs.asdict(alert)
-
-
-def _alert_of(row: Any) -> Alert:
-    return msgspec.convert(dict(row._mapping), type=Alert)
 
 
 def encode_published(

@@ -269,6 +269,7 @@ alerts = Table(
     metadata,
     Column("id", Text, primary_key=True),
     Column("rule_id", Text, nullable=False),
+    Column("rule_name", Text, nullable=False),
     Column("kind", Text, nullable=False),
     Column("severity", Text, nullable=False),
     Column("key", Text, nullable=False),

@@ -18,7 +18,7 @@ from pydantic import Field
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from actors.alerts import SEVERITY_RANK, Alert, AlertRule, Condition, Severity
+from actors.alerts import SEVERITY_RANK, Alert, AlertRule, Condition, Severity, alert_of
 from actors.hub import ExposureUpdate
 from api.auth import Permission
 from api.endpoints import Call, Endpoint, Reply
@@ -69,10 +69,6 @@ class AlertPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-def _alert_of(row: Any) -> Alert:
-    return msgspec.convert(dict(row._mapping), type=Alert)
-
-
 async def list_alerts(call: Call) -> Reply:
     query = call.query_as(AlertQuery)
     after = decode_cursor(query.cursor, (int, str))
@@ -90,7 +86,7 @@ async def list_alerts(call: Call) -> Reply:
     statement = keyset(statement, alerts.c.raised_ns, alerts.c.id, after, descending=True)
     async with call.engine.connect() as conn:
         rows = (await conn.execute(statement.limit(query.limit + 1))).all()
-    found = [_alert_of(row) for row in rows]
+    found = [alert_of(row) for row in rows]
     shown = found[: query.limit]
     more = len(found) > query.limit
     cursor = encode_cursor([shown[-1].raised_ns, shown[-1].id]) if more and shown else None
@@ -111,7 +107,7 @@ async def acknowledge_alert(call: Call) -> Reply:
         row = (await conn.execute(select(alerts).where(alerts.c.id == alert_id))).first()
         if row is None:
             raise not_found("Alert", alert_id)
-        before = _alert_of(row)
+        before = alert_of(row)
         if before.acknowledged_ns is not None:
             raise ApiError(
                 409,

@@ -39,6 +39,7 @@ def upgrade() -> None:
         "alerts",
         sa.Column("id", sa.Text(), primary_key=True),
         sa.Column("rule_id", sa.Text(), nullable=False),
+        sa.Column("rule_name", sa.Text(), nullable=False),
         sa.Column("kind", sa.Text(), nullable=False),
         sa.Column("severity", sa.Text(), nullable=False),
         sa.Column("key", sa.Text(), nullable=False),
