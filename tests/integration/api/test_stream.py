@@ -103,7 +103,7 @@ class Stream:
 @pytest.fixture
 def clean_url(migrated_postgres_url: str) -> Iterator[str]:
     run_async(truncate_ledger(migrated_postgres_url))
-    yield migrated_postgres_url
+    return migrated_postgres_url
 
 
 @asynccontextmanager
@@ -259,47 +259,47 @@ async def test_filters_pick_the_messages_each_client_asked_for(clean_url: str) -
             ],
         )
     await engine.dispose()
-    async with serving(clean_url) as stream:
-        async with (
-            connect(stream, filters={"accounts": ["a1"]}) as by_account,
-            connect(stream, filters={"traders": ["trd_bob"]}) as by_trader,
-            connect(stream, filters={"plans": ["p50k"]}) as by_plan,
-            connect(stream, filters={"phases": ["funded"]}) as by_phase,
-            connect(stream, filters={"symbols": ["GBPUSD"]}) as by_symbol,
-            connect(stream, filters={"kinds": ["breach"]}) as breaches_only,
-            connect(stream) as everything,
-        ):
-            clients = (by_account, by_trader, by_plan, by_phase, by_symbol, breaches_only)
-            await eventually(
-                lambda: _now([len(c.frames) for c in (*clients, everything)]),
-                lambda counts: all(counts),
-            )
-            await stream.publish(
-                [
-                    row("a1", 9_900_000),
-                    row("a2", 9_900_000),
-                    row("a3", 9_900_000, plan="p50k"),
-                    row("a4", 9_900_000, phase="funded", book="funded"),
-                    row("a5", 9_900_000, symbol="GBPUSD"),
-                ],
-                [breach("a2", 1)],
-            )
-            await eventually(lambda: _now(everything.accounts()), lambda a: len(a) == 5)
-            await eventually(lambda: _now(by_symbol.accounts()), lambda a: a == {"a5"})
-            await eventually(lambda: _now(breaches_only.of("breach")), lambda b: len(b) == 1)
-            # Whatever else arrives comes with the everything-client's last message or before.
-            await eventually(lambda: _now(by_trader.of("breach")), lambda b: len(b) == 1)
-            assert by_account.accounts() == {"a1"}
-            assert by_trader.accounts() == {"a2"}
-            assert by_trader.of("account")[0]["trader_id"] == "trd_bob"
-            assert by_plan.accounts() == {"a3"}
-            assert by_phase.accounts() == {"a4"}
-            assert by_symbol.accounts() == {"a5"}
-            assert breaches_only.of("account") == []
-            assert breaches_only.of("exposure") == []
-            assert by_account.of("breach") == []
-            # Exposure tables are firm-wide: account filters let them through.
-            await eventually(lambda: _now(by_account.of("exposure")), lambda e: len(e) >= 1)
+    async with (
+        serving(clean_url) as stream,
+        connect(stream, filters={"accounts": ["a1"]}) as by_account,
+        connect(stream, filters={"traders": ["trd_bob"]}) as by_trader,
+        connect(stream, filters={"plans": ["p50k"]}) as by_plan,
+        connect(stream, filters={"phases": ["funded"]}) as by_phase,
+        connect(stream, filters={"symbols": ["GBPUSD"]}) as by_symbol,
+        connect(stream, filters={"kinds": ["breach"]}) as breaches_only,
+        connect(stream) as everything,
+    ):
+        clients = (by_account, by_trader, by_plan, by_phase, by_symbol, breaches_only)
+        await eventually(
+            lambda: _now([len(c.frames) for c in (*clients, everything)]),
+            lambda counts: all(counts),
+        )
+        await stream.publish(
+            [
+                row("a1", 9_900_000),
+                row("a2", 9_900_000),
+                row("a3", 9_900_000, plan="p50k"),
+                row("a4", 9_900_000, phase="funded", book="funded"),
+                row("a5", 9_900_000, symbol="GBPUSD"),
+            ],
+            [breach("a2", 1)],
+        )
+        await eventually(lambda: _now(everything.accounts()), lambda a: len(a) == 5)
+        await eventually(lambda: _now(by_symbol.accounts()), lambda a: a == {"a5"})
+        await eventually(lambda: _now(breaches_only.of("breach")), lambda b: len(b) == 1)
+        # Whatever else arrives comes with the everything-client's last message or before.
+        await eventually(lambda: _now(by_trader.of("breach")), lambda b: len(b) == 1)
+        assert by_account.accounts() == {"a1"}
+        assert by_trader.accounts() == {"a2"}
+        assert by_trader.of("account")[0]["trader_id"] == "trd_bob"
+        assert by_plan.accounts() == {"a3"}
+        assert by_phase.accounts() == {"a4"}
+        assert by_symbol.accounts() == {"a5"}
+        assert breaches_only.of("account") == []
+        assert breaches_only.of("exposure") == []
+        assert by_account.of("breach") == []
+        # Exposure tables are firm-wide: account filters let them through.
+        await eventually(lambda: _now(by_account.of("exposure")), lambda e: len(e) >= 1)
 
 
 async def test_resume_after_a_disconnect_has_no_gap_and_no_duplicate(clean_url: str) -> None:
@@ -441,7 +441,9 @@ async def test_a_client_that_stays_behind_is_dropped_while_fast_ones_keep_receiv
         try:
             await eventually(lambda: _now(len(stream.server.clients)), lambda n: n == 2)
             for n in range(30):
-                rows = [row(f"acct{i:04d}", 9_000_000 + n * 10 + i, symbol="EURUSD") for i in range(200)]
+                rows = [
+                    row(f"acct{i:04d}", 9_000_000 + n * 10 + i, symbol="EURUSD") for i in range(200)
+                ]
                 events = [breach(f"acct{i:04d}", n * 1_000 + i) for i in range(20)]
                 await stream.publish(rows, events)
                 await asyncio.sleep(0.05)
@@ -484,7 +486,8 @@ async def test_alert_raised_then_acknowledged_reaches_every_stream_and_the_audit
         await stream.publish([row("a1", 9_540_000, daily_used=92.0)], [breach("a1", 7)])
         await eventually(lambda: _now(c.of("alert")), lambda a: len(a) == 1)
         alert = c.of("alert")[0]["alert"]
-        assert alert["kind"] == "loss_limit" and alert["account_id"] == "a1"
+        assert alert["kind"] == "loss_limit"
+        assert alert["account_id"] == "a1"
         assert alert["value"] == 92.0
         # The same condition holding does not raise again; the warning-level breach alert is
         # filtered out of this critical-only stream.
@@ -499,10 +502,14 @@ async def test_alert_raised_then_acknowledged_reaches_every_stream_and_the_audit
             async with session.post(url, json={}, headers=headers) as r:
                 assert r.status == 409
             params = {"status": "all"}
-            async with session.get(f"{stream.url}/api/v1/alerts", params=params, headers=headers) as r:
+            async with session.get(
+                f"{stream.url}/api/v1/alerts", params=params, headers=headers
+            ) as r:
                 listed = (await r.json())["items"]
             async with session.get(
-                f"{stream.url}/api/v1/audit", params={"action": "alert.acknowledge"}, headers=headers
+                f"{stream.url}/api/v1/audit",
+                params={"action": "alert.acknowledge"},
+                headers=headers,
             ) as r:
                 audited = (await r.json())["items"]
         await eventually(lambda: _now(c.messages), lambda m: m[-1]["type"] == "alert_ack")
