@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from actors.alerts import Breach
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
 from api.auth import Role
@@ -15,6 +19,7 @@ from bridge.connections import EmbeddedConnection
 from bridge.simulator import SimulatorConfig, SimulatorReport
 from ledger.database import create_engine
 from ledger.journal import Journal
+from ledger.schema import alert_rules
 from tests.api import Api, serve
 from tests.conftest import eventually
 
@@ -101,3 +106,85 @@ async def test_account_endpoint_shows_breach_and_freeze(runtime: Runtime, api: A
     assert [b["action"] for b in body["breaches"]] == ["fail"]
     assert (untouched["status"], untouched["frozen"]) == ("active", False)
     assert "nobody" in missing["detail"]
+
+
+async def test_stream_shows_the_position_then_the_breach_the_alert_and_the_freeze(
+    runtime: Runtime, engine: AsyncEngine
+) -> None:
+    """Shards publish to the runtime's risk hub; a risk manager's websocket sees it all."""
+    rule = Breach(failing_only=True)
+    async with engine.begin() as conn:
+        await conn.execute(
+            alert_rules.insert().values(
+                id="ar_test_breach",
+                name="failing breach",
+                severity="critical",
+                enabled=1,
+                condition=msgspec.json.encode(rule).decode(),
+                created_ns=1,
+                updated_ns=1,
+            )
+        )
+    await runtime.hub.reload_rules.remote()
+    async with serve(engine, runtime, hub=runtime.hub) as api:
+        ws = await api.session.ws_connect(api.url + "/api/v1/stream")
+        token = api.tokens[Role.RISK]
+        await ws.send_str(json.dumps({"type": "subscribe", "token": token}))
+        seen: list[dict[str, Any]] = []
+
+        async def read() -> None:
+            async for frame in ws:
+                seen.extend(json.loads(frame.data).get("messages", ()))
+
+        reader = asyncio.create_task(read())
+        await eventually(_of(seen, "account"), lambda rows: {"t-1", "t-2"} <= rows)
+        await crash_eurusd(runtime)
+
+        def frozen(rows: set[str]) -> bool:
+            return any(
+                m["row"]["account_id"] == "t-1" and m["row"]["frozen"]
+                for m in seen
+                if m["type"] == "account"
+            )
+
+        await eventually(_of(seen, "account"), frozen)
+        await eventually(_alerts(seen, "ar_test_breach"), lambda a: bool(a))
+        positions = [m["row"]["legs"] for m in seen if m["type"] == "account" and m["row"]["legs"]]
+        assert positions[0] == [
+            {"symbol": "EURUSD", "lots": 10.0, "notional": positions[0][0]["notional"]}
+        ]
+        assert positions[0][0]["notional"] > 10 * 100_000 * 100  # over a million dollars, in cents
+        breaches = [m["event"] for m in seen if m["type"] == "breach"]
+        assert [(b["account_id"], b["rule"]) for b in breaches] == [("t-1", "daily_loss")]
+        # (On SQLite the migration's default rules raise alerts of their own too.)
+        alerts = [m["alert"] for m in seen if m["type"] == "alert"]
+        alerts = [a for a in alerts if a["rule_id"] == "ar_test_breach"]
+        assert [(a["account_id"], a["kind"], a["severity"]) for a in alerts] == [
+            ("t-1", "breach", "critical")
+        ]
+        failed = [
+            m["row"] for m in seen if m["type"] == "account" and m["row"]["status"] == "failed"
+        ]
+        assert failed[0]["daily_used_pct"] is None
+        await ws.close()
+        await reader
+
+
+def _of(seen: list[dict[str, Any]], kind: str) -> Any:
+    async def probe() -> set[str]:
+        if kind == "account":
+            return {m["row"]["account_id"] for m in seen if m["type"] == "account"}
+        return {m["seq"] for m in seen if m["type"] == kind}
+
+    return probe
+
+
+def _alerts(seen: list[dict[str, Any]], rule_id: str) -> Any:
+    async def probe() -> list[str]:
+        return [
+            m["alert"]["id"]
+            for m in seen
+            if m["type"] == "alert" and m["alert"]["rule_id"] == rule_id
+        ]
+
+    return probe
