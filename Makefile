@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv browser demo test lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -22,7 +22,12 @@ venv: $(VENV)/.synced
 demo: venv
 	$(VENV)/bin/propvisor demo $(ARGS)
 
-test: venv
+# Debian's chromium, for the risk page's browser test (Playwright drives /usr/bin/chromium;
+# it never downloads a browser).
+browser:
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+test: venv browser
 	$(VENV)/bin/pytest $(ARGS)
 
 lint: venv

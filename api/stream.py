@@ -461,12 +461,19 @@ class StreamServer:
     def attach(self, client: Client, resume: Resume | None) -> None:
         """Start a client at a snapshot, or, resuming, after the message it saw last."""
         mirror = self.mirror
+        backlog: list[Entry] | None = None
         if (
             resume is not None
             and resume.epoch == mirror.epoch
             and mirror.floor <= resume.seq <= mirror.seq
         ):
             backlog = [e for e in self._after(resume.seq) if matches(client.filter, e)]
+        # A backlog filling half the queue would only get the client dropped again: start over.
+        if (
+            resume is not None
+            and backlog is not None
+            and len(backlog) <= self.config.max_pending // 2
+        ):
             client.snapshot = _json.encode(
                 {"type": "resumed", "epoch": mirror.epoch, "after": resume.seq, "seq": mirror.seq}
             )

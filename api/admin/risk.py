@@ -103,6 +103,9 @@ async def acknowledge_alert(call: Call) -> Reply:
     principal = call.principal
     by = principal.name if principal else "anonymous"
     now = time.time_ns()
+    server = _stream(call)
+    if server is not None and alert_id in server.mirror.alerts:
+        await server.hub.flush.remote()  # raised a moment ago: the hub may not have written it
     async with call.engine.begin() as conn:
         row = (await conn.execute(select(alerts).where(alerts.c.id == alert_id))).first()
         if row is None:
@@ -128,7 +131,6 @@ async def acknowledge_alert(call: Call) -> Reply:
             after={"acknowledged": True, "note": note, "alert": before.message},
         )
         await audit.append(conn, [record])
-    server = _stream(call)
     if server is not None:
         await server.hub.acknowledge.remote(alert_id, by, note, now)
     return Reply(after)

@@ -66,6 +66,15 @@ ALLOWED: dict[str, set[Role]] = {
     "get_trader_timeline": {ADM, RSK, OPS, CMP, SUP},
     "report_transactions": {ADM, FIN, CMP},
     "report_cohorts": {ADM, RSK, OPS, FIN, AFF},
+    "get_exposure": {ADM, RSK},
+    "list_alerts": {ADM, RSK},
+    "acknowledge_alert": {ADM, RSK},
+    "list_alert_rules": {ADM, RSK},
+    "create_alert_rule": {ADM, RSK},
+    "replace_alert_rule": {ADM, RSK},
+    "delete_alert_rule": {ADM, RSK},
+    "load_calendar": {ADM, RSK},
+    "list_calendar": {ADM, RSK},
     "list_audit": {ADM, RSK, CMP},
     "verify_audit": {ADM, RSK, CMP},
 }
@@ -95,7 +104,7 @@ async def api(engine: AsyncEngine, migrated_postgres_url: str) -> AsyncIterator[
     )
     await runtime.start()
     try:
-        async with serve(engine, runtime) as client:
+        async with serve(engine, runtime, hub=runtime.hub) as client:
             yield client
     finally:
         await runtime.close()

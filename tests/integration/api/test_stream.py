@@ -492,7 +492,7 @@ async def test_alert_raised_then_acknowledged_reaches_every_stream_and_the_audit
         # The same condition holding does not raise again; the warning-level breach alert is
         # filtered out of this critical-only stream.
         await stream.publish([row("a1", 9_530_000, daily_used=93.0)])
-        await stream.hub.flush.remote()
+        # Acknowledged at once: the API has the hub write it first if it has not yet.
         headers = {"Authorization": f"Bearer {stream.tokens[Role.RISK]}"}
         async with aiohttp.ClientSession() as session:
             url = f"{stream.url}/api/v1/alerts/{alert['id']}/acknowledge"
@@ -518,3 +518,21 @@ async def test_alert_raised_then_acknowledged_reaches_every_stream_and_the_audit
         assert sorted(a["kind"] for a in listed) == ["breach", "loss_limit"]
         assert [a["target_id"] for a in audited] == [alert["id"]]
     await engine.dispose()
+
+
+async def test_a_resume_too_far_behind_gets_a_snapshot_not_a_backlog_that_would_drop_it(
+    clean_url: str,
+) -> None:
+    async with serving(clean_url, StreamConfig(max_pending=10)) as stream:
+        async with connect(stream) as first:
+            await stream.publish([row("a1", 9_000_000)])
+            await eventually(lambda: _now(first.accounts()), lambda a: a == {"a1"})
+            epoch, seen = first.epoch, first.seq
+        await stream.publish([], [breach("a1", n) for n in range(1, 21)])  # 20 > 10 / 2
+        last = (await stream.hub.stats.remote())["seq"]
+        await eventually(lambda: _now(stream.server.mirror.seq), lambda s: s == last)
+        async with connect(stream, resume={"epoch": epoch, "seq": seen}) as second:
+            await eventually(lambda: _now(second.frames), lambda f: len(f) >= 1)
+            assert second.frames[0]["type"] == "snapshot"
+            assert "resnapshot" in second.frames[0]["reason"]
+            assert len(second.of("breach")) == 20  # the snapshot's recent breaches
