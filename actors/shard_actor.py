@@ -76,6 +76,7 @@ class ShardConfig(msgspec.Struct, frozen=True, kw_only=True):
     # The risk stream: changed accounts' rows go to the hub at most this often (wall clock).
     publish_interval_s: float = 0.02
     publish_in_flight: int = 4  # publications unanswered by the hub before the shard waits
+    hub_check_s: float = 1.0  # with nothing to publish, ask the hub's epoch this often
     firm_currency: str = "USD"
 
 
@@ -114,6 +115,7 @@ class AccountShard:
         self.hub: Any = None
         self.hub_epoch: str | None = None
         self.publishing: list[Any] = []  # publications the hub has not answered yet
+        self.hub_contact = 0.0  # monotonic time of the last call to the hub
         self.publish_wake = asyncio.Event()
         self.name = name or f"shard-{shard}"
         self.plans = {plan.id: plan for plan in plans}
@@ -373,8 +375,15 @@ class AccountShard:
         if len(self.publishing) >= self.config.publish_in_flight:
             return 0
         rows, events, applied_ns = feed.collect(self.core.accounts, self.core.market)
+        now = time.monotonic()
         if not rows and not events:
+            # Quiet: still ask the hub its epoch now and then, so a restarted hub gets every
+            # row again without waiting for the market to move.
+            if not self.publishing and now - self.hub_contact >= self.config.hub_check_s:
+                self.hub_contact = now
+                self.publishing.append(hub.ready.remote())
             return 0
+        self.hub_contact = now
         payload = encode_published(rows, events, applied_ns or time.time_ns())
         self.publishing.append(hub.publish.remote(payload))
         return len(rows)
@@ -387,18 +396,22 @@ class AccountShard:
         ready, self.publishing = ray.wait(
             self.publishing, num_returns=len(self.publishing), timeout=0
         )
+        feed = self.core.feed
         for ref in ready:
             try:
-                epoch = await ref
+                epoch: str | None = await ref
             except Exception:
+                epoch = None
+            if feed is None:
+                continue
+            if epoch is None:  # its rows may be lost with it
                 log.warning(
                     "%s: the risk hub lost a publication; sending every row again", self.name
                 )
-                epoch = None
-            if epoch != self.hub_epoch and self.core.feed is not None:
-                if self.hub_epoch is not None or epoch is None:
-                    self.core.feed.resend_all(self.core.accounts)
-                self.hub_epoch = epoch
+                feed.resend_all(self.core.accounts)
+            elif self.hub_epoch is not None and epoch != self.hub_epoch:  # a new hub
+                feed.resend_all(self.core.accounts)
+            self.hub_epoch = epoch if epoch is not None else self.hub_epoch
 
     async def _publish_forever(self) -> None:
         interval = self.config.publish_interval_s

@@ -402,8 +402,8 @@ class StreamServer:
 
     async def _follow(self) -> None:
         mirror = self.mirror
-        if mirror.epoch is None:
-            await self._reset("subscribe")
+        if mirror.epoch is None:  # starting, or the hub could not be read
+            await self._reset("the risk hub was unreachable: resnapshot")
         read: Read = await self.hub.read.remote(mirror.epoch, mirror.seq, self.config.read_wait_s)
         if read.reset:
             await self._reset("the risk hub restarted or this process fell behind")

@@ -536,3 +536,72 @@ async def test_a_resume_too_far_behind_gets_a_snapshot_not_a_backlog_that_would_
             assert second.frames[0]["type"] == "snapshot"
             assert "resnapshot" in second.frames[0]["reason"]
             assert len(second.of("breach")) == 20  # the snapshot's recent breaches
+
+
+async def test_two_api_processes_follow_one_hub_and_a_client_resumes_on_the_other(
+    clean_url: str,
+) -> None:
+    async with serving(clean_url) as one:
+        engine = create_engine(clean_url)
+        other_app = create_app(NoSupervisor(), engine, hub=one.hub)  # type: ignore[arg-type]
+        runner = web.AppRunner(other_app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        other = Stream(f"http://{host}:{port}", one.hub, other_app, one.tokens)
+        try:
+            await asyncio.wait_for(other_app[STREAM].synced.wait(), 10)
+            async with connect(one) as first:
+                await one.publish([row("a1", 9_000_001)], [breach("a1", 1)])
+                await eventually(lambda: _now(first.of("breach")), lambda b: len(b) == 1)
+                epoch, seen = first.epoch, first.seq
+            await one.publish([row("a1", 9_000_002)], [breach("a1", 2)])
+            last = (await one.hub.stats.remote())["seq"]
+            await eventually(lambda: _now(other.server.mirror.seq), lambda s: s == last)
+            async with connect(other, resume={"epoch": epoch, "seq": seen}) as second:
+                await eventually(lambda: _now(second.seq), lambda s: s >= last)
+                assert second.frames[0]["type"] == "resumed"
+                assert [m["event"]["ts_ns"] for m in second.of("breach")] == [2]
+                assert second.of("account")[-1]["row"]["equity"] == 9_000_002
+        finally:
+            await runner.cleanup()
+            await engine.dispose()
+
+
+async def test_a_restarted_hub_starts_a_new_epoch_and_clients_get_a_new_snapshot(
+    clean_url: str,
+) -> None:
+    import ray
+
+    engine = create_engine(clean_url)
+    async with engine.begin() as conn:
+        tokens = {Role.RISK: (await create_token(conn, "risk", Role.RISK)).token}
+    hub = RemoteRiskHub.options(max_restarts=-1).remote(clean_url, HubConfig())
+    first_epoch = await hub.ready.remote()
+    app = create_app(NoSupervisor(), engine, hub=hub, stream=StreamConfig(read_wait_s=0.2))  # type: ignore[arg-type]
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    stream = Stream(f"http://{host}:{port}", hub, app, tokens)
+    try:
+        await asyncio.wait_for(app[STREAM].synced.wait(), 10)
+        async with connect(stream) as client:
+            await stream.publish([row("a1", 9_000_001)])
+            await eventually(lambda: _now(client.accounts()), lambda a: a == {"a1"})
+            ray.kill(hub, no_restart=False)  # the process dies; Ray starts it again
+            await eventually(lambda: _now(client.epoch), lambda e: e != first_epoch, 30)
+            snapshots = [f for f in client.frames if f["type"] == "snapshot"]
+            assert len(snapshots) == 2
+            assert snapshots[1]["messages"] == []  # a new hub knows no rows until shards resend
+            assert "resnapshot" in snapshots[1]["reason"]
+            await stream.publish([row("a1", 9_000_002)])
+            await eventually(
+                lambda: _now(client.of("account")),
+                lambda m: m[-1]["row"]["equity"] == 9_000_002,
+            )
+    finally:
+        await runner.cleanup()
+        await engine.dispose()

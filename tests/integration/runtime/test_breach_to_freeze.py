@@ -188,3 +188,25 @@ def _alerts(seen: list[dict[str, Any]], rule_id: str) -> Any:
         ]
 
     return probe
+
+
+async def test_a_restarted_hub_gets_every_row_again_from_quiet_shards(
+    runtime: Runtime, engine: AsyncEngine
+) -> None:
+    """Nothing trades: the shards still learn of the new hub and send it all their rows."""
+    import ray
+
+    first = await runtime.hub.ready.remote()
+    await eventually(runtime.hub.stats.remote, lambda s: s["accounts"] == 2)
+    ray.kill(runtime.hub, no_restart=False)
+
+    async def after_restart() -> dict[str, int]:
+        try:
+            if await runtime.hub.ready.remote() == first:
+                return {"accounts": -1}
+            stats: dict[str, int] = await runtime.hub.stats.remote()
+            return stats
+        except Exception:  # restarting
+            return {"accounts": -1}
+
+    await eventually(after_restart, lambda s: s["accounts"] == 2, timeout_s=30)
