@@ -99,6 +99,11 @@ class Stream:
     def server(self) -> Any:
         return self.app[STREAM]
 
+    async def caught_up(self) -> None:
+        """Until this process has read everything the hub sent."""
+        last = (await self.hub.stats.remote())["seq"]
+        await eventually(lambda: _now(self.server.mirror.seq), lambda seq: seq >= last)
+
 
 @pytest.fixture
 def clean_url(migrated_postgres_url: str) -> Iterator[str]:
@@ -214,6 +219,7 @@ async def test_stream_without_a_token_is_refused(clean_url: str) -> None:
 async def test_stream_with_a_header_token_sends_a_snapshot_then_deltas(clean_url: str) -> None:
     async with serving(clean_url) as stream, aiohttp.ClientSession() as session:
         await stream.publish([row("a1", 9_900_000)])
+        await stream.caught_up()
         headers = {"Authorization": f"Bearer {stream.tokens[Role.ADMIN]}"}
         ws = await session.ws_connect(stream.url + "/api/v1/stream", headers=headers)
         await ws.send_str(json.dumps({"type": "subscribe"}))

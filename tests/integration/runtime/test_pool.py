@@ -110,7 +110,7 @@ async def test_pool_when_started_then_each_connection_has_its_own_actors_and_rec
 
     assert health.status == "ok"
     assert sorted(a.name for a in health.actors) == [
-        "pool-a/bridge", "pool-a/platform", "pool-a/reconciler", "pool-a/shard-0",
+        "pool-a/bridge", "pool-a/hub", "pool-a/platform", "pool-a/reconciler", "pool-a/shard-0",
         "pool-b/bridge", "pool-b/platform", "pool-b/reconciler", "pool-b/shard-0",
         "pool-b/shard-1",
         "pool-c/bridge", "pool-c/reconciler", "pool-c/shard-0",

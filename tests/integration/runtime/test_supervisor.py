@@ -50,6 +50,7 @@ async def test_health_when_started_then_every_actor_is_up(runtime: Runtime) -> N
     assert health.status == "ok"
     assert sorted(a.kind for a in health.actors) == [
         "bridge",
+        "hub",
         "platform",
         "reconciler",
         "shard",
@@ -101,5 +102,5 @@ async def test_health_endpoint_serves_the_supervisor_view(
     assert response.status == 200  # public: load balancers ask without a token
     assert body["status"] == "ok"
     assert {a["name"] for a in body["actors"]} == {
-        "sup/shard-0", "sup/shard-1", "sup/bridge", "sup/platform", "sup/reconciler"
+        "sup/shard-0", "sup/shard-1", "sup/bridge", "sup/platform", "sup/reconciler", "sup/hub"
     }  # fmt: skip
