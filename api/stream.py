@@ -279,7 +279,10 @@ class Mirror:
         self.breaches: deque[Entry] = deque(maxlen=200)
 
     def reset(self, state: HubState) -> None:
-        self.__init__()  # type: ignore[misc]
+        """Forget everything and start from the hub's `state`."""
+        for table in (self.accounts, self.symbols, self.plans, self.exposure, self.alerts):
+            table.clear()
+        self.breaches.clear()
         self.epoch, self.seq, self.floor = state.epoch, state.seq, state.seq
         self.firm_currency = state.firm_currency
         for update in state.accounts:
@@ -499,7 +502,11 @@ class StreamServer:
         )
         await ws.prepare(request)
         self._size_buffer(request)
-        await asyncio.wait_for(self.synced.wait(), timeout=30.0)
+        try:
+            await asyncio.wait_for(self.synced.wait(), timeout=30.0)
+        except TimeoutError:
+            await ws.close(code=1013, message=b"the risk hub is not reachable yet; try again")
+            return ws
         try:
             first = await ws.receive(timeout=self.config.auth_timeout_s)
         except TimeoutError:
@@ -582,7 +589,6 @@ class StreamServer:
                 )
                 continue
             if isinstance(decoded, Ping):
-                client.offer([])  # the writer answers with what is pending, or a heartbeat
                 await ws.send_frame(
                     _json.encode({"type": "pong", "seq": self.mirror.seq}), WSMsgType.TEXT
                 )
