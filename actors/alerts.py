@@ -149,6 +149,9 @@ class AlertEngine:
         self.firm_currency = firm_currency
         self.rules: list[AlertRule] = []
         self.active: set[str] = set()  # keys of threshold conditions that hold now
+        # "rule:account" or "rule:book" -> the symbols or currencies whose condition holds
+        # (so one whose position or exposure went away altogether clears too)
+        self.holding: dict[str, set[str]] = {}
         self.seen: LRUCache[str, bool] = LRUCache(maxsize=200_000)  # keys of one-off alerts
         self.set_rules(rules)
 
@@ -156,6 +159,7 @@ class AlertEngine:
         self.rules = [rule for rule in rules if rule.enabled]
         kept = {rule.id for rule in self.rules}
         self.active = {key for key in self.active if key.split(":", 1)[0] in kept}
+        self.holding = {g: h for g, h in self.holding.items() if g.split(":", 1)[0] in kept}
 
     def _of(self, kind: type[Condition]) -> list[AlertRule]:
         return [rule for rule in self.rules if isinstance(rule.condition, kind)]
@@ -165,16 +169,28 @@ class AlertEngine:
         for key in keys:
             self.active.add(key)
             self.seen[key] = True
+            group, _, subject = key.rpartition(":")
+            self.holding.setdefault(group, set()).add(subject)
 
-    def _level(self, key: str, value: float, threshold: float, margin: float, now_ns: int) -> bool:
-        """Whether a threshold condition starts to hold now (and remember that it holds)."""
+    def _level(
+        self, group: str, subject: str, value: float, threshold: float, margin: float
+    ) -> bool:
+        """Whether the condition on `subject` (key `group:subject`) starts to hold now; remember
+        whether it holds."""
+        key = f"{group}:{subject}"
         if value >= threshold:
             if key in self.active:
                 return False
             self.active.add(key)
+            self.holding.setdefault(group, set()).add(subject)
             return True
-        if value < threshold - margin:
+        if value < threshold - margin and key in self.active:
             self.active.discard(key)
+            held = self.holding.get(group)
+            if held is not None:
+                held.discard(subject)
+                if not held:
+                    del self.holding[group]
         return False
 
     def _once(self, key: str) -> bool:
@@ -194,9 +210,10 @@ class AlertEngine:
             for limit, used in (("daily_loss", row.daily_used_pct), ("max_loss", row.max_used_pct)):
                 if condition.limit not in ("any", limit):
                     continue
-                key = f"{rule.id}:{row.account_id}:{limit}"
+                group = f"{rule.id}:{row.account_id}"
+                key = f"{group}:{limit}"
                 value = -1.0 if used is None or row.status != "active" else used
-                if self._level(key, value, condition.pct, 2.0, now_ns):
+                if self._level(group, limit, value, condition.pct, 2.0):
                     raised.append(
                         self._alert(
                             rule,
@@ -217,11 +234,12 @@ class AlertEngine:
             if not _in_book(condition.book, row.book):
                 continue
             held = {leg.symbol: abs(leg.notional or 0) for leg in row.legs}
-            for symbol in {*held, *self._symbols_active(rule.id, row.account_id)}:
-                key = f"{rule.id}:{row.account_id}:{symbol}"
+            group = f"{rule.id}:{row.account_id}"
+            for symbol in {*held, *self.holding.get(group, ())}:
+                key = f"{group}:{symbol}"
                 value = held.get(symbol, 0)
                 threshold = condition.threshold
-                if self._level(key, value, threshold, threshold * HYSTERESIS, now_ns):
+                if self._level(group, symbol, value, threshold, threshold * HYSTERESIS):
                     raised.append(
                         self._alert(
                             rule,
@@ -238,11 +256,6 @@ class AlertEngine:
                     )
         return raised
 
-    def _symbols_active(self, rule_id: str, account_id: str) -> list[str]:
-        """Symbols whose position alert holds for the account (so a closed one clears)."""
-        prefix = f"{rule_id}:{account_id}:"
-        return [key[len(prefix) :] for key in self.active if key.startswith(prefix)]
-
     def on_exposure(self, book: str, currencies: Mapping[str, int], now_ns: int) -> list[Alert]:
         """The firm's net exposure per currency in `book` (firm-currency cents, signed)."""
         raised: list[Alert] = []
@@ -251,14 +264,19 @@ class AlertEngine:
             assert isinstance(condition, CurrencyExposure)
             if not _in_book(condition.book, book):
                 continue
-            wanted = [condition.currency] if condition.currency else list(currencies)
-            for currency in wanted:
+            group = f"{rule.id}:{book}"
+            wanted = (
+                {condition.currency}
+                if condition.currency
+                else {*currencies, *self.holding.get(group, ())}
+            )
+            for currency in sorted(wanted):
                 if currency == self.firm_currency:
                     continue
-                key = f"{rule.id}:{book}:{currency}"
+                key = f"{group}:{currency}"
                 value = abs(currencies.get(currency, 0))
                 threshold = condition.threshold
-                if self._level(key, value, threshold, threshold * HYSTERESIS, now_ns):
+                if self._level(group, currency, value, threshold, threshold * HYSTERESIS):
                     raised.append(
                         self._alert(
                             rule,

@@ -121,6 +121,8 @@ class Published(msgspec.Struct, kw_only=True):
     rows: list[RiskRow]
     events: list[StreamEvent]
     applied_ns: int
+    source: str = ""  # the shard; with `number`, orders its publications
+    number: int = 0
 
 
 class Read(msgspec.Struct, kw_only=True):
@@ -159,6 +161,8 @@ class HubConfig(msgspec.Struct, frozen=True, kw_only=True):
     calendar_reload_s: float = 60.0
     flush_interval_s: float = 0.1  # alerts to the database
     recent_breaches: int = 200
+    max_open_alerts: int = 1_000  # in the live view; every alert stays in the database
+    rules_reload_s: float = 60.0
     calendar_ahead_s: float = 7 * 86_400.0
 
 
@@ -236,7 +240,7 @@ class RiskHub:
         self.engine: AsyncEngine = create_engine(database_url)
         self.epoch = f"{time.time_ns():x}-{secrets.token_hex(3)}"
         self.seq = 0
-        self.chunks: list[tuple[int, int, bytes]] = []  # (first seq, last seq, msgpack list)
+        self.chunks: deque[tuple[int, int, bytes]] = deque()  # (first, last seq, msgpack list)
         self.kept = 0
         self.rows: dict[str, AccountUpdate] = {}
         self.books = {book: Exposure() for book in BOOKS}
@@ -253,6 +257,9 @@ class RiskHub:
         self.loaded: asyncio.Future[None] | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.published_rows = 0
+        self.applying = asyncio.Lock()  # publications apply one at a time, in arrival order
+        self.numbers: dict[str, tuple[str, int]] = {}  # account -> (source, number) of its row
+        self.flushing = asyncio.Lock()
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -276,7 +283,7 @@ class RiskHub:
                 select(alerts)
                 .where(alerts.c.acknowledged_ns.is_(None))
                 .order_by(alerts.c.raised_ns.desc())
-                .limit(1_000)
+                .limit(self.config.max_open_alerts)
             )
             opened = [alert_of(row) for row in found]
             breaches = await conn.execute(
@@ -355,12 +362,20 @@ class RiskHub:
         sees it change sends every row again."""
         await self.ready()
         published = _decode_published.decode(payload)
-        await self._resolve([row.account_id for row in published.rows])
-        await self._resolve([e.account_id for e in published.events])
+        async with self.applying:
+            await self._resolve([row.account_id for row in published.rows])
+            await self._resolve([e.account_id for e in published.events])
+            self._apply(published)
+        return self.epoch
+
+    def _apply(self, published: Published) -> None:
+        """Fold a publication in and emit its messages (no await: one step)."""
         now = time.time_ns()
         out: list[StreamMessage] = []
         traders = self.known
         for row in published.rows:
+            if not self._newer(row.account_id, published):
+                continue  # a later publication of the same shard was applied first
             trader = traders.get(row.account_id)
             update = AccountUpdate(trader_id=trader, applied_ns=published.applied_ns, row=row)
             previous = self.rows.get(row.account_id)
@@ -385,7 +400,15 @@ class RiskHub:
             )
         self.published_rows += len(published.rows)
         self._emit(out)
-        return self.epoch
+
+    def _newer(self, account_id: str, published: Published) -> bool:
+        if not published.number:
+            return True
+        seen = self.numbers.get(account_id)
+        if seen is not None and seen[0] == published.source and seen[1] > published.number:
+            return False
+        self.numbers[account_id] = (published.source, published.number)
+        return True
 
     async def events(self, payload: bytes) -> str:
         """Events from outside the shards (the reconciler's mismatches): `Published` too."""
@@ -411,7 +434,9 @@ class RiskHub:
 
     async def _resolve(self, account_ids: Sequence[str]) -> None:
         """Learn the trader of accounts not seen lately (the registry's; None if not there)."""
-        unknown = [a for a in dict.fromkeys(account_ids) if a not in self.traders]
+        unknown = [
+            a for a in dict.fromkeys(account_ids) if a not in self.known and a not in self.traders
+        ]
         if not unknown:
             return
         async with self.engine.connect() as conn:
@@ -439,10 +464,12 @@ class RiskHub:
             if isinstance(message, AlertRaised):
                 self.open[message.alert.id] = message.alert
                 self.unsaved.append(message.alert)
+                while len(self.open) > self.config.max_open_alerts:  # the oldest leave the view
+                    del self.open[next(iter(self.open))]
         self.chunks.append((first, self.seq, _encode(messages)))
         self.kept += len(messages)
         while self.kept > self.config.max_messages and len(self.chunks) > 1:
-            dropped = self.chunks.pop(0)
+            dropped = self.chunks.popleft()
             self.kept -= dropped[1] - dropped[0] + 1
         self.arrived.set()
         self.arrived = asyncio.Event()
@@ -463,7 +490,8 @@ class RiskHub:
         start = len(self.chunks)
         while start > 0 and self.chunks[start - 1][1] > after:
             start -= 1
-        return Read(epoch=self.epoch, seq=self.seq, chunks=[c[2] for c in self.chunks[start:]])
+        chunks = [self.chunks[i][2] for i in range(start, len(self.chunks))]
+        return Read(epoch=self.epoch, seq=self.seq, chunks=chunks)
 
     async def state(self) -> bytes:
         """`HubState`, msgpack: what a reader starts from."""
@@ -523,6 +551,7 @@ class RiskHub:
         config = self.config
         loop = asyncio.get_running_loop()
         next_news = next_calendar = next_flush = loop.time()
+        next_rules = loop.time() + config.rules_reload_s
         while True:
             await asyncio.sleep(config.exposure_interval_s)
             try:
@@ -534,6 +563,9 @@ class RiskHub:
                 if loop.time() >= next_calendar:
                     next_calendar = loop.time() + config.calendar_reload_s
                     await self.reload_calendar()
+                if loop.time() >= next_rules:  # a reload the API asked for may have failed
+                    next_rules = loop.time() + config.rules_reload_s
+                    await self.reload_rules()
                 if loop.time() >= next_flush:
                     next_flush = loop.time() + config.flush_interval_s
                     await self._flush()
@@ -545,16 +577,17 @@ class RiskHub:
         return await self._flush()
 
     async def _flush(self) -> int:
-        batch, self.unsaved = self.unsaved, []
-        if not batch:
-            return 0
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(alerts.insert(), [_row_of(alert) for alert in batch])
-        except Exception:
-            self.unsaved[:0] = batch
-            raise
-        return len(batch)
+        async with self.flushing:  # a caller returns only once what was raised is written
+            batch, self.unsaved = self.unsaved, []
+            if not batch:
+                return 0
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(alerts.insert(), [_row_of(alert) for alert in batch])
+            except Exception:
+                self.unsaved[:0] = batch
+                raise
+            return len(batch)
 
 
 def _row_of(alert: Alert) -> dict[str, Any]:
@@ -562,9 +595,18 @@ def _row_of(alert: Alert) -> dict[str, Any]:
 
 
 def encode_published(
-    rows: Iterable[RiskRow], events: Iterable[StreamEvent], applied_ns: int
+    rows: Iterable[RiskRow],
+    events: Iterable[StreamEvent],
+    applied_ns: int,
+    source: str = "",
+    number: int = 0,
 ) -> bytes:
-    return _encode(Published(rows=list(rows), events=list(events), applied_ns=applied_ns))
+    """A `Published` payload. `number` counts a source's publications: the hub never lets an
+    older publication's row replace a newer one's."""
+    published = Published(
+        rows=list(rows), events=list(events), applied_ns=applied_ns, source=source, number=number
+    )
+    return _encode(published)
 
 
 RemoteRiskHub: Any = ray.remote(RiskHub)

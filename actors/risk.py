@@ -12,6 +12,7 @@ Pure: no I/O, no clock, no Ray. The wall-clock time a batch was applied comes in
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 
 import msgspec
@@ -197,7 +198,7 @@ class RiskFeed:
     equity and notional move); a row equal to the one published last is not sent again.
     """
 
-    def __init__(self, firm_currency: str = "USD") -> None:
+    def __init__(self, firm_currency: str = "USD", max_rows: int = 1_000) -> None:
         self.firm_currency = firm_currency
         self.touched: set[str] = set()
         self.ticked: set[str] = set()
@@ -206,6 +207,8 @@ class RiskFeed:
         self.last: dict[str, RiskRow] = {}
         self.events: list[StreamEvent] = []
         self.applied_ns = 0  # wall time of the earliest batch not yet collected (0: none)
+        self.replay: dict[str, RiskRow] = {}  # rows to send again as they are
+        self.max_rows = max_rows
 
     def mark(self, applied_ns: int) -> None:
         """A batch was applied at `applied_ns` (wall clock)."""
@@ -213,33 +216,50 @@ class RiskFeed:
             self.applied_ns = applied_ns
 
     def resend_all(self, account_ids: Iterable[str]) -> None:
-        """Publish every account again at the next collect (a new hub knows nothing)."""
-        self.last.clear()
-        self.touched.update(account_ids)
+        """Publish every account again (a new hub knows nothing): those hosted in memory
+        (`account_ids`) recomputed, evicted ones as last sent (an evicted account is flat and
+        idle, so its row has not changed)."""
+        hosted = set(account_ids)
+        self.replay.update((a, row) for a, row in self.last.items() if a not in hosted)
+        self.last = {a: row for a, row in self.last.items() if a not in hosted}
+        self.touched.update(hosted)
 
     def collect(
         self, accounts: Mapping[str, Account], market: Market
     ) -> tuple[list[RiskRow], list[StreamEvent], int]:
-        """The rows that changed, the events, and when the earliest of them was applied."""
+        """The rows that changed (at most `max_rows` computed per call: the rest wait for the
+        next, so a tick that moves many accounts never holds the shard long), the events, and
+        when the earliest of them was applied."""
         candidates = self.touched
         for symbol in self.ticked:
             candidates |= self.holders.get(symbol, set())
-        self.touched, self.ticked = set(), set()
-        rows: list[RiskRow] = []
-        for account_id in candidates:
+        self.ticked = set()
+        if len(candidates) > self.max_rows:
+            now = list(itertools.islice(candidates, self.max_rows))
+            candidates.difference_update(now)
+            self.touched = candidates
+        else:
+            now, self.touched = list(candidates), set()
+        rows = list(self.replay.values())
+        self.last.update(self.replay)
+        self.replay = {}
+        for account_id in now:
             account = accounts.get(account_id)
             if account is None:
                 continue
             row = row_of(account, market, self.firm_currency)
-            self._depend(account_id, account.symbols())
+            self._depend(
+                account_id, account.symbols() | _conversions(row, market, self.firm_currency)
+            )
             if self.last.get(account_id) != row:
                 self.last[account_id] = row
                 rows.append(row)
         events, self.events = self.events, []
-        applied_ns, self.applied_ns = self.applied_ns, 0
+        applied_ns = self.applied_ns
+        self.applied_ns = 0 if not self.touched else applied_ns  # the rest were applied then too
         return rows, events, applied_ns
 
-    def _depend(self, account_id: str, symbols: set[str]) -> None:
+    def _depend(self, account_id: str, symbols: frozenset[str] | set[str]) -> None:
         old = self.depends.get(account_id, frozenset())
         if old == symbols:
             return
@@ -250,6 +270,20 @@ class RiskFeed:
         for symbol in symbols - old:
             self.holders.setdefault(symbol, set()).add(account_id)
         self.depends[account_id] = frozenset(symbols)
+
+
+def _conversions(row: RiskRow, market: Market, firm_currency: str) -> frozenset[str]:
+    """The symbols that value the row's exposure in the firm currency (GBPUSD for the pounds
+    of a GBPJPY position): their ticks move its notionals."""
+    found: set[str] = set()
+    for leg in row.currencies:
+        try:
+            conversion = market.conversion(leg.currency, firm_currency)
+        except KeyError:
+            continue
+        if conversion is not None:
+            found.add(conversion[0])
+    return frozenset(found)
 
 
 StreamEvent = (

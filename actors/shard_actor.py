@@ -77,6 +77,7 @@ class ShardConfig(msgspec.Struct, frozen=True, kw_only=True):
     publish_interval_s: float = 0.02
     publish_in_flight: int = 4  # publications unanswered by the hub before the shard waits
     hub_check_s: float = 1.0  # with nothing to publish, ask the hub's epoch this often
+    publish_max_rows: int = 1_000  # rows computed per publication (the rest: the next ones)
     firm_currency: str = "USD"
 
 
@@ -116,13 +117,15 @@ class AccountShard:
         self.hub_epoch: str | None = None
         self.publishing: list[Any] = []  # publications the hub has not answered yet
         self.hub_contact = 0.0  # monotonic time of the last call to the hub
+        self.published = 0  # publications sent (numbers them for the hub)
+        self.unanswered: dict[Any, list[Any]] = {}  # publication -> its events
         self.publish_wake = asyncio.Event()
         self.name = name or f"shard-{shard}"
         self.plans = {plan.id: plan for plan in plans}
         self.bridge_name = bridge_name
         self.config = config or ShardConfig()
         if hub_name is not None:
-            self.core.feed = RiskFeed(self.config.firm_currency)
+            self.core.feed = RiskFeed(self.config.firm_currency, self.config.publish_max_rows)
         self.engine = create_engine(database_url)
         self.journal = Journal(self.engine)
         self.snapshots = SnapshotStore(self.engine)
@@ -384,8 +387,16 @@ class AccountShard:
                 self.publishing.append(hub.ready.remote())
             return 0
         self.hub_contact = now
-        payload = encode_published(rows, events, applied_ns or time.time_ns())
-        self.publishing.append(hub.publish.remote(payload))
+        self.published += 1
+        payload = encode_published(
+            rows, events, applied_ns or time.time_ns(), self.name, self.published
+        )
+        ref = hub.publish.remote(payload)
+        self.publishing.append(ref)
+        if events:
+            self.unanswered[ref] = events  # sent again if the hub loses them
+        if feed.touched:
+            self.publish_wake.set()  # more rows wait: the next round goes at once
         return len(rows)
 
     async def _reap_published(self) -> None:
@@ -398,17 +409,17 @@ class AccountShard:
         )
         feed = self.core.feed
         for ref in ready:
+            events = self.unanswered.pop(ref, [])
             try:
                 epoch: str | None = await ref
             except Exception:
                 epoch = None
             if feed is None:
                 continue
-            if epoch is None:  # its rows may be lost with it
-                log.warning(
-                    "%s: the risk hub lost a publication; sending every row again", self.name
-                )
+            if epoch is None:  # its rows and events may be lost with it
+                log.warning("%s: the risk hub lost a publication; sending it again", self.name)
                 feed.resend_all(self.core.accounts)
+                feed.events[:0] = events
             elif self.hub_epoch is not None and epoch != self.hub_epoch:  # a new hub
                 feed.resend_all(self.core.accounts)
             self.hub_epoch = epoch if epoch is not None else self.hub_epoch

@@ -20,7 +20,14 @@ from api.auth import Tokens
 from api.endpoints import Endpoint, errors, install
 from api.problems import problem as problem  # re-exported for the ingestion routes
 from api.services import ENGINE, SUPERVISOR, TOKENS, Operator, Supervisor
-from api.stream import STREAM, StreamConfig, StreamServer, stream_handler, streaming
+from api.stream import (
+    STREAM,
+    StreamConfig,
+    StreamServer,
+    say_goodbye,
+    stream_handler,
+    streaming,
+)
 
 API_TITLE = "propvisor admin"
 API_VERSION = "1.0.0"
@@ -96,6 +103,7 @@ def create_app(
         server = StreamServer(hub, stream)
         app[STREAM] = server
         app.cleanup_ctx.append(streaming(server))
+        app.on_shutdown.append(say_goodbye)
     if follow is not None:
         app.cleanup_ctx.append(_following(follow))
     return app

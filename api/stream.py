@@ -14,7 +14,6 @@ with a reason; the others are not slowed, because each client has its own writer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import socket
@@ -33,6 +32,7 @@ from actors.hub import (
     AlertRaised,
     BreachReported,
     ExposureUpdate,
+    HubConfig,
     HubState,
     Read,
     StreamMessage,
@@ -53,6 +53,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_SLOW = 4008
 CLOSE_PROTOCOL = 4400
+MAX_OPEN_ALERTS = HubConfig().max_open_alerts
 
 
 class Filter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -186,6 +187,8 @@ class Client:
         self.wake = asyncio.Event()
         self.closing: str | None = None
         self.close_code = CLOSE_SLOW
+        self.done = False  # the writer has closed (or cut) the connection
+        self.cut_scheduled = False
         self.sending_since: float | None = None
         self.snapshot: bytes | None = None  # sent before anything pending
         self.sent = 0
@@ -221,15 +224,17 @@ class Client:
         try:
             await self._write()
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(
                     self.ws.close(
                         code=self.close_code, message=(self.closing or "").encode()[:120]
                     ),
                     timeout=1.0,
                 )
-            if not self.ws.closed:
+                self.done = True
+            except Exception:  # the peer took neither the close frame nor its answer in time
                 self.abort()
+                self.done = True
 
     async def _write(self) -> None:
         config = self.config
@@ -328,6 +333,8 @@ class Mirror:
                 seq, "alert", data, alert.account_id, alert.trader_id, alert.severity
             )
             self.alerts[alert.id] = entry
+            while len(self.alerts) > MAX_OPEN_ALERTS:  # as the hub: the oldest leave the view
+                del self.alerts[next(iter(self.alerts))]
             return entry
         if isinstance(message, AlertAcknowledged):
             self.alerts.pop(message.alert_id, None)
@@ -389,6 +396,7 @@ class StreamServer:
         self.clients: set[Client] = set()
         self.dropped_slow = 0
         self.synced = asyncio.Event()
+        self.resync = False  # a read failed: take a new state before going on
 
     # -- the hub ------------------------------------------------------------------------------
 
@@ -400,13 +408,14 @@ class StreamServer:
                 raise
             except Exception:
                 log.exception("risk stream: reading the hub failed; retrying")
-                self.mirror.epoch = None
+                self.resync = True
                 await asyncio.sleep(1.0)
 
     async def _follow(self) -> None:
         mirror = self.mirror
-        if mirror.epoch is None:  # starting, or the hub could not be read
+        if mirror.epoch is None or self.resync:  # starting, or the hub could not be read
             await self._reset("the risk hub was unreachable: resnapshot")
+            self.resync = False
         read: Read = await self.hub.read.remote(mirror.epoch, mirror.seq, self.config.read_wait_s)
         if read.reset:
             await self._reset("the risk hub restarted or this process fell behind")
@@ -453,10 +462,11 @@ class StreamServer:
         now = time.monotonic()
         loop = asyncio.get_running_loop()
         for client in list(self.clients):
-            if client.closing is None and client.stalled(now):
+            if client.stalled(now) and not client.cut_scheduled:
+                # Dropped now if it was not yet (for a full queue, say). Its socket takes
+                # nothing, so the close frame cannot go out either: a second, then it is cut.
                 client.drop(f"slow consumer: no frame taken for {self.config.max_stall_s:g} s")
-                # Its socket takes nothing, so the close frame cannot go out either: give it a
-                # second, then cut the connection.
+                client.cut_scheduled = True
                 loop.call_later(1.0, _abort_unless_closed, client)
 
     # -- clients --------------------------------------------------------------------------------
@@ -604,7 +614,7 @@ def _no() -> None:
 
 
 def _abort_unless_closed(client: Client) -> None:
-    if not client.ws.closed:
+    if not client.done:
         client.abort()
 
 
@@ -643,10 +653,16 @@ def streaming(server: StreamServer) -> Callable[[web.Application], AsyncIterator
         yield
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        for client in list(server.clients):
-            client.drop("server shutting down", code=1001)
 
     return run
+
+
+async def say_goodbye(app: web.Application) -> None:
+    """On shutdown, before aiohttp waits for open handlers: close every stream with 1001."""
+    server = app.get(STREAM)
+    if server is not None:
+        for client in list(server.clients):
+            client.drop("server shutting down", code=1001)
 
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:

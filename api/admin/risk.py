@@ -8,6 +8,7 @@ told to the hub (rules and the calendar are read again, an acknowledgement goes 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from pydantic import Field
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from actors.alerts import SEVERITY_RANK, Alert, AlertRule, Condition, Severity, alert_of
@@ -27,6 +29,8 @@ from api.problems import ApiError, not_found
 from api.stream import STREAM, StreamServer
 from ledger import audit
 from ledger.schema import alert_rules, alerts, calendar_events
+
+log = logging.getLogger(__name__)
 
 # -- exposure -----------------------------------------------------------------------------------
 
@@ -117,11 +121,13 @@ async def acknowledge_alert(call: Call) -> Reply:
                 "Already acknowledged",
                 f"alert {alert_id} was acknowledged by {before.acknowledged_by}",
             )
-        await conn.execute(
+        changed = await conn.execute(
             update(alerts)
-            .where(alerts.c.id == alert_id)
+            .where(alerts.c.id == alert_id, alerts.c.acknowledged_ns.is_(None))
             .values(acknowledged_ns=now, acknowledged_by=by, note=note)
         )
+        if changed.rowcount != 1:  # someone else acknowledged it since we read it
+            raise ApiError(409, "Already acknowledged", f"alert {alert_id} was just acknowledged")
         after = msgspec.structs.replace(before, acknowledged_ns=now, acknowledged_by=by, note=note)
         record = call.audit(
             "alert.acknowledge",
@@ -132,8 +138,18 @@ async def acknowledge_alert(call: Call) -> Reply:
         )
         await audit.append(conn, [record])
     if server is not None:
-        await server.hub.acknowledge.remote(alert_id, by, note, now)
+        await _tell(server.hub.acknowledge.remote(alert_id, by, note, now), "acknowledgement")
     return Reply(after)
+
+
+async def _tell(call: Any, what: str) -> None:
+    """Tell the hub of a committed change; if it cannot hear it now, the change stands (the
+    hub reads rules and the calendar again every minute, and an acknowledgement shows in
+    every snapshot it takes from the database after a restart)."""
+    try:
+        await call
+    except Exception:
+        log.warning("could not tell the risk hub of an %s", what, exc_info=True)
 
 
 # -- alert rules --------------------------------------------------------------------------------
@@ -174,7 +190,7 @@ def _values(rule: AlertRule | AlertRuleIn) -> dict[str, Any]:
 async def _rules_changed(call: Call) -> None:
     server = _stream(call)
     if server is not None:
-        await server.hub.reload_rules.remote()
+        await _tell(server.hub.reload_rules.remote(), "alert rule change")
 
 
 async def list_rules(call: Call) -> Reply:
@@ -313,7 +329,12 @@ async def load_calendar(call: Call) -> Reply:
             present.update(found.scalars())
         new = [row for entry_id, row in wanted.items() if entry_id not in present]
         if new:
-            await conn.execute(calendar_events.insert(), new)
+            try:
+                await conn.execute(calendar_events.insert(), new)
+            except IntegrityError:
+                raise ApiError(
+                    409, "Loaded concurrently", "another load added some of these; send it again"
+                ) from None
         record = call.audit(
             "calendar.load",
             "calendar",
@@ -323,7 +344,7 @@ async def load_calendar(call: Call) -> Reply:
         await audit.append(conn, [record])
     server = _stream(call)
     if server is not None:
-        await server.hub.reload_calendar.remote()
+        await _tell(server.hub.reload_calendar.remote(), "calendar load")
     return Reply(CalendarLoaded(received=len(body.releases), added=len(new)), status=201)
 
 
@@ -461,6 +482,7 @@ ENDPOINTS = [
         response=CalendarLoaded,
         status=201,
         idempotent=True,
+        errors=(409,),
     ),
     Endpoint(
         "GET",

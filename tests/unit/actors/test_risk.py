@@ -298,3 +298,10 @@ def test_breach_and_reconciliation_alerts_once_per_event() -> None:
 def test_a_disabled_or_removed_rule_raises_nothing() -> None:
     rule = msgspec.structs.replace(_rule(LossLimit(pct=10.0)), enabled=False)
     assert AlertEngine([rule]).on_row(_used(99.0), None, 1) == []
+
+
+def test_currency_alert_clears_when_the_whole_exposure_goes_and_raises_again() -> None:
+    engine = AlertEngine([_rule(CurrencyExposure(threshold=1_000_000_00))])
+    assert len(engine.on_exposure("funded", {"GBP": 5_000_000_00}, 1)) == 1
+    assert engine.on_exposure("funded", {}, 2) == []  # every GBP position closed
+    assert len(engine.on_exposure("funded", {"GBP": 5_000_000_00}, 3)) == 1
