@@ -20,7 +20,7 @@ from aiohttp import web
 
 from actors.alerts import AlertRule, Breach, LossLimit
 from actors.events import BreachAction, RuleBreached, RuleName
-from actors.hub import HubConfig, RemoteRiskHub, encode_published
+from actors.hub import HubConfig, HubState, RemoteRiskHub, encode_published
 from actors.risk import CurrencyLeg, Leg, RiskRow
 from api.app import create_app
 from api.auth import Role, create_token
@@ -611,3 +611,18 @@ async def test_a_restarted_hub_starts_a_new_epoch_and_clients_get_a_new_snapshot
     finally:
         await runner.cleanup()
         await engine.dispose()
+
+
+async def test_an_older_publication_arriving_late_never_replaces_a_newer_row(
+    clean_url: str,
+) -> None:
+    async with serving(clean_url) as stream, connect(stream, filters={"accounts": ["a1"]}) as c:
+        await eventually(lambda: _now(c.frames), lambda f: len(f) >= 1)
+        newer = encode_published([row("a1", 9_000_002)], [], time.time_ns(), "shard-0", 2)
+        older = encode_published([row("a1", 9_000_001)], [breach("a1", 1)], 1, "shard-0", 1)
+        await stream.hub.publish.remote(newer)
+        await stream.hub.publish.remote(older)
+        await eventually(lambda: _now(c.of("breach")), lambda b: len(b) == 1)  # events still count
+        assert [m["row"]["equity"] for m in c.of("account")] == [9_000_002]
+        state = msgspec.msgpack.decode(await stream.hub.state.remote(), type=HubState)
+        assert [u.row.equity for u in state.accounts] == [9_000_002]
