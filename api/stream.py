@@ -91,6 +91,7 @@ ClientMessage = Subscribe | Ping
 _decode_client = msgspec.json.Decoder(ClientMessage)
 _decode_messages = msgspec.msgpack.Decoder(list[StreamMessage])
 _json = msgspec.json.Encoder()
+_DELTAS = b'{"type":"deltas","messages":['
 
 
 class StreamConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -242,7 +243,8 @@ class Client:
             if not self.pending and self.snapshot is None:
                 self.wake.clear()
                 try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=config.heartbeat_s)
+                    async with asyncio.timeout(config.heartbeat_s):  # no task per wake
+                        await self.wake.wait()
                 except TimeoutError:
                     await self._send(_json.encode({"type": "heartbeat", "ts_ns": time.time_ns()}))
                     continue
@@ -258,7 +260,7 @@ class Client:
             else:
                 for entry in batch:
                     del self.pending[entry.key]
-            frame = b'{"type":"deltas","messages":[' + b",".join(e.data for e in batch) + b"]}"
+            frame = b"".join((_DELTAS, b",".join([e.data for e in batch]), b"]}"))
             await self._send(frame)
             self.sent += len(batch)
 
