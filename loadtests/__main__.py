@@ -136,6 +136,26 @@ SCENARIOS: dict[str, Scenario] = {
             ),
         ),
         Scenario(
+            name="stream",
+            module="loadtests.stream",
+            summary="risk stream: 100 websocket clients (10 slow) while the shards publish "
+            "equity updates; lag p50/p99/max, updates/s, server memory, slow clients dropped",
+            bench_args=(
+                "--clients",
+                "100",
+                "--slow",
+                "10",
+                "--seconds",
+                "10",
+                "--warmup",
+                "2",
+                "--ring-size",
+                "20000",
+                "--json",
+                "var/bench/stream.json",
+            ),
+        ),
+        Scenario(
             name="actor_cost",
             module="loadtests.actor_cost",
             summary="what one Ray actor costs: creation time and resident memory",
