@@ -13,6 +13,7 @@ Pure: no I/O, no clock, no Ray. The wall-clock time a batch was applied comes in
 from __future__ import annotations
 
 import itertools
+import typing
 from collections.abc import Iterable, Mapping
 
 import msgspec
@@ -298,13 +299,8 @@ StreamEvent = (
 )
 """The domain events the stream carries."""
 
-STREAM_EVENTS = (
-    RuleBreached,
-    RuleProgressed,
-    PhasePassed,
-    PhaseFailed,
-    AccountPaused,
-    AccountResumed,
-    AccountFrozen,
-    ReconciliationMismatch,
-)
+_STREAM_EVENTS: tuple[type, ...] = typing.get_args(StreamEvent)
+
+
+def is_stream_event(event: object) -> typing.TypeGuard[StreamEvent]:
+    return isinstance(event, _STREAM_EVENTS)

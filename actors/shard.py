@@ -17,7 +17,7 @@ from actors.bands import BandIndex
 from actors.events import AccountFrozen, AccountStatus, AnyDomainEvent, RuleBreached
 from actors.market import Market, Quote
 from actors.plans import Plan
-from actors.risk import STREAM_EVENTS, RiskFeed
+from actors.risk import RiskFeed, is_stream_event
 from actors.rules import NO_LIMIT, NO_TRIGGER
 from bridge.commands import AnyPlatformCommand, PlatformCommand
 from bridge.events import AnyPlatformEvent, PriceTicked
@@ -215,7 +215,7 @@ class ShardCore:
             if effects:
                 _collect(effects, applied, send)
         if self.feed is not None:
-            self.feed.events.extend(e for e in applied.journal if isinstance(e, STREAM_EVENTS))
+            self.feed.events.extend(e for e in applied.journal if is_stream_event(e))
         return applied
 
     def _run_clock(self, event: AnyPlatformEvent, applied: Applied, send: Send | None) -> None:

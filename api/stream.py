@@ -166,10 +166,6 @@ def matches(wanted: Filter, entry: Entry) -> bool:
     )
 
 
-class Slow(Exception):
-    """A client that fell too far behind."""
-
-
 class Client:
     """One websocket: its filter, its pending messages (keyed, so rows conflate) and its writer."""
 
