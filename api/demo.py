@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import secrets
 import signal
 import time
@@ -138,6 +139,9 @@ async def serve_http(app: web.Application, host: str, port: int) -> tuple[web.Ap
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = runner.addresses[0]
+    # What starting made (modules, Ray's client, the app) stays for the process's life: out of
+    # the collector's generations, full collections walk only what serving makes.
+    gc.freeze()
     return runner, f"http://{bound[0]}:{bound[1]}"
 
 

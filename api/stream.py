@@ -6,9 +6,12 @@ Each API process runs one `StreamServer`. Its reader task follows the hub with a
 account and book, the open alerts, the recent breaches) and the last `ring_size` messages, each
 JSON-encoded once. Every client has a filter and a bounded queue of pending messages, keyed so
 that an account's newer row replaces its older one (and a book's newer exposure table its older
-one): a client that falls behind gets the latest of each, not every step. A client whose queue
-passes `max_pending`, or whose socket has not taken a frame for `max_stall_s`, is disconnected
-with a reason; the others are not slowed, because each client has its own writer task.
+one): a client that falls behind gets the latest of each, not every step. A client with nothing
+waiting is handed the batch's frame as built once for its filter (every client that keeps up
+with the same filter shares it); the next read from the hub is already under way meanwhile. A
+client whose queue passes `max_pending`, or whose socket has not taken a frame for
+`max_stall_s`, is disconnected with a reason; the others are not slowed, because each client
+has its own writer task.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import socket
 import time
 from collections import deque
@@ -98,6 +102,8 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True):
     ring_size: int = 100_000  # messages kept for clients that resume
     max_pending: int = 20_000  # messages a client may have waiting before it is dropped
     max_stall_s: float = 10.0  # a socket that takes no frame this long is dropped
+    max_behind_s: float = 10.0  # a client whose bytes take longer to reach it is dropped
+    probe_s: float = 1.0  # how often a websocket ping follows a frame, to time the way there
     heartbeat_s: float = 5.0  # a heartbeat message when nothing else was sent
     ping_s: float = 20.0  # websocket pings; a client that does not answer is closed
     auth_timeout_s: float = 5.0  # to send the first `subscribe` (with the token, from a browser)
@@ -106,45 +112,25 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_frame_messages: int = 5_000  # deltas per frame
 
 
-class Entry:
-    """One message as the stream holds it: what filters look at, and its JSON, encoded once."""
+class Entry(msgspec.Struct, gc=False):
+    """One message as the stream holds it: what filters look at, and its JSON, encoded once.
+    Entries hold only immutable values, so the garbage collector need not track them (the ring
+    keeps 100,000 of them, which a full collection would otherwise walk)."""
 
-    __slots__ = (
-        "account_id",
-        "data",
-        "key",
-        "kind",
-        "phase",
-        "plan",
-        "seq",
-        "severity",
-        "symbols",
-        "trader_id",
-    )
+    seq: int
+    kind: str
+    data: bytes
+    key: Any = None  # messages with the same key conflate; None: the seq (never conflates)
+    account_id: str | None = None
+    trader_id: str | None = None
+    plan: str | None = None
+    phase: str | None = None
+    symbols: frozenset[str] = frozenset()
+    severity: str | None = None
 
-    def __init__(
-        self,
-        seq: int,
-        kind: str,
-        data: bytes,
-        key: Any = None,
-        account_id: str | None = None,
-        trader_id: str | None = None,
-        plan: str | None = None,
-        phase: str | None = None,
-        symbols: frozenset[str] = frozenset(),
-        severity: str | None = None,
-    ) -> None:
-        self.seq = seq
-        self.kind = kind
-        self.data = data
-        self.key = key if key is not None else seq  # messages with the same key conflate
-        self.account_id = account_id
-        self.trader_id = trader_id
-        self.plan = plan
-        self.phase = phase
-        self.symbols = symbols
-        self.severity = severity
+    def __post_init__(self) -> None:
+        if self.key is None:
+            self.key = self.seq
 
 
 def matches(wanted: Filter, entry: Entry) -> bool:
@@ -187,14 +173,42 @@ class Client:
         self.done = False  # the writer has closed (or cut) the connection
         self.cut_scheduled = False
         self.sending_since: float | None = None
+        # The websocket ping sent after a frame and not answered yet: (payload, when that
+        # frame went out), and when the last one went out. The answer comes once the client
+        # has read every byte before it, so its age is how far behind the client reads.
+        self.probe: tuple[bytes, float] | None = None
+        self.probed = -math.inf  # the first frame is followed by one
+        self.probes = 0
+        self.delay_s = 0.0  # the last probe's round trip
         self.snapshot: bytes | None = None  # sent before anything pending
+        # A deltas frame built once for every caught-up client of the same filter, and its
+        # entries (which move to `pending` if another batch arrives before it is sent).
+        self.shared: tuple[bytes, list[Entry]] | None = None
         self.sent = 0
         self.conflated = 0
+
+    @property
+    def caught_up(self) -> bool:
+        return not self.pending and self.shared is None and self.snapshot is None
+
+    def offer_frame(self, frame: bytes, entries: list[Entry]) -> None:
+        """Offer `entries`, with `frame` already built from them: sent as it is if nothing
+        is waiting, else the entries join the pending ones."""
+        if self.closing is not None:
+            return
+        if self.caught_up:
+            self.shared = (frame, entries)
+            self.wake.set()
+        else:
+            self.offer(entries)
 
     def offer(self, entries: Iterable[Entry]) -> None:
         if self.closing is not None:
             return
         pending = self.pending
+        if self.shared is not None:  # older than `entries`: they go first
+            entries = itertools.chain(self.shared[1], entries)
+            self.shared = None
         for entry in entries:
             if pending.pop(entry.key, None) is not None:
                 self.conflated += 1
@@ -207,15 +221,39 @@ class Client:
         since = self.sending_since
         return since is not None and now - since > self.config.max_stall_s
 
+    def behind(self, now: float) -> bool:
+        """A frame handed to the socket `max_behind_s` ago has not been read through yet:
+        the ping that followed it is unanswered, or the frame itself is still going out. The
+        client reads, but what it reads is that old (a steady slow reader, whose sends
+        complete and whose conflated queue never fills, but whose socket buffers hold seconds
+        of frames)."""
+        oldest = min(
+            self.probe[1] if self.probe is not None else now,
+            self.sending_since if self.sending_since is not None else now,
+        )
+        return now - oldest > self.config.max_behind_s
+
+    def answered(self, payload: bytes) -> None:
+        """A pong arrived: the probe it answers is done."""
+        probe = self.probe
+        if probe is not None and payload == probe[0]:
+            self.delay_s = time.monotonic() - probe[1]
+            self.probe = None
+
     def drop(self, reason: str, code: int = CLOSE_SLOW) -> None:
         """Close with `reason` once the frame being sent is out (the stall check aborts a
         socket that never takes it)."""
         if self.closing is None:
             self.closing = reason
             self.close_code = code
-            self.pending.clear()
+            self.forget()
             self.snapshot = None
             self.wake.set()
+
+    def forget(self) -> None:
+        """Drop what is waiting (a new snapshot follows, or the connection closes)."""
+        self.pending.clear()
+        self.shared = None
 
     async def write_forever(self) -> None:
         try:
@@ -236,7 +274,7 @@ class Client:
     async def _write(self) -> None:
         config = self.config
         while self.closing is None:
-            if not self.pending and self.snapshot is None:
+            if self.caught_up:
                 self.wake.clear()
                 try:
                     async with asyncio.timeout(config.heartbeat_s):  # no task per wake
@@ -250,20 +288,32 @@ class Client:
                 frame, self.snapshot = self.snapshot, None
                 await self._send(frame)
                 continue
+            if self.shared is not None:
+                (frame, entries), self.shared = self.shared, None
+                await self._send(frame)
+                self.sent += len(entries)
+                continue
             batch = list(itertools.islice(self.pending.values(), config.max_frame_messages))
             if len(batch) == len(self.pending):
                 self.pending.clear()
             else:
                 for entry in batch:
                     del self.pending[entry.key]
-            frame = b"".join((_DELTAS, b",".join([e.data for e in batch]), b"]}"))
-            await self._send(frame)
+            await self._send(deltas_frame(batch))
             self.sent += len(batch)
 
     async def _send(self, frame: bytes) -> None:
-        self.sending_since = time.monotonic()
+        self.sending_since = now = time.monotonic()
         await self.ws.send_frame(frame, WSMsgType.TEXT)
+        if self.probe is None and now - self.probed >= self.config.probe_s:
+            self.probes += 1
+            self.probe, self.probed = (b"%d" % self.probes, now), now
+            await self.ws.ping(self.probe[0])
         self.sending_since = None
+
+
+def deltas_frame(entries: list[Entry]) -> bytes:
+    return b"".join((_DELTAS, b",".join([e.data for e in entries]), b"]}"))
 
 
 class Mirror:
@@ -395,6 +445,7 @@ class StreamServer:
         self.dropped_slow = 0
         self.synced = asyncio.Event()
         self.resync = False  # a read failed: take a new state before going on
+        self.ahead: asyncio.Future[Read] | None = None  # the next read, already asked for
 
     # -- the hub ------------------------------------------------------------------------------
 
@@ -406,6 +457,7 @@ class StreamServer:
                 raise
             except Exception:
                 log.exception("risk stream: reading the hub failed; retrying")
+                self._forget_ahead()
                 self.resync = True
                 await asyncio.sleep(1.0)
 
@@ -414,10 +466,13 @@ class StreamServer:
         if mirror.epoch is None or self.resync:  # starting, or the hub could not be read
             await self._reset("the risk hub was unreachable: resnapshot")
             self.resync = False
-        read: Read = await self.hub.read.remote(mirror.epoch, mirror.seq, self.config.read_wait_s)
+        ahead, self.ahead = self.ahead, None
+        read: Read = await (ahead or self._read(mirror.seq))
         if read.reset:
             await self._reset("the risk hub restarted or this process fell behind")
             return
+        if read.epoch == mirror.epoch:  # the next read waits at the hub while this one fans out
+            self.ahead = self._read(read.seq)
         entries: list[Entry] = []
         for chunk in read.chunks:
             for message in _decode_messages.decode(chunk):
@@ -432,7 +487,19 @@ class StreamServer:
             self._fan_out(entries)
         self._check_stalls()
 
+    def _read(self, after: int) -> asyncio.Future[Read]:
+        pending: asyncio.Future[Read] = asyncio.ensure_future(
+            self.hub.read.remote(self.mirror.epoch, after, self.config.read_wait_s)
+        )
+        return pending
+
+    def _forget_ahead(self) -> None:
+        if self.ahead is not None:
+            self.ahead.cancel()
+            self.ahead = None
+
     async def _reset(self, reason: str) -> None:
+        self._forget_ahead()
         raw: bytes = await self.hub.state.remote()
         state = msgspec.msgpack.decode(raw, type=HubState)
         had_epoch = self.synced.is_set()
@@ -441,31 +508,49 @@ class StreamServer:
         self.synced.set()
         if had_epoch:
             for client in self.clients:
-                client.pending.clear()
+                client.forget()
                 client.snapshot = self.mirror.snapshot(client.filter, reason)
                 client.wake.set()
 
     def _fan_out(self, entries: list[Entry]) -> None:
+        """Each distinct filter is matched once, and its frame built once for all the clients
+        with nothing waiting (most of them, when they keep up)."""
         by_filter: dict[Filter, list[Entry]] = {}
+        frames: dict[Filter, bytes] = {}
+        most = self.config.max_frame_messages
         for client in self.clients:
-            picked = by_filter.get(client.filter)
+            wanted = client.filter
+            picked = by_filter.get(wanted)
             if picked is None:
-                picked = by_filter[client.filter] = [
-                    e for e in entries if matches(client.filter, e)
-                ]
-            if picked:
+                picked = by_filter[wanted] = [e for e in entries if matches(wanted, e)]
+            if not picked:
+                continue
+            if client.caught_up and len(picked) <= most:
+                frame = frames.get(wanted)
+                if frame is None:
+                    frame = frames[wanted] = deltas_frame(picked)
+                client.offer_frame(frame, picked)
+            else:
                 client.offer(picked)
 
     def _check_stalls(self) -> None:
         now = time.monotonic()
         loop = asyncio.get_running_loop()
         for client in list(self.clients):
-            if client.stalled(now) and not client.cut_scheduled:
-                # Dropped now if it was not yet (for a full queue, say). Its socket takes
-                # nothing, so the close frame cannot go out either: a second, then it is cut.
-                client.drop(f"slow consumer: no frame taken for {self.config.max_stall_s:g} s")
-                client.cut_scheduled = True
-                loop.call_later(1.0, _abort_unless_closed, client)
+            if client.cut_scheduled:
+                continue
+            if client.stalled(now):
+                reason = f"no frame taken for {self.config.max_stall_s:g} s"
+            elif client.behind(now):
+                reason = f"more than {self.config.max_behind_s:g} s behind the stream"
+            else:
+                continue
+            # Dropped now if it was not yet (for a full queue, say). The close frame waits
+            # behind the bytes its socket has not taken, or has yet to read: a second, then
+            # the connection is cut.
+            client.drop(f"slow consumer: {reason}")
+            client.cut_scheduled = True
+            loop.call_later(1.0, _abort_unless_closed, client)
 
     # -- clients --------------------------------------------------------------------------------
 
@@ -505,8 +590,9 @@ class StreamServer:
     async def serve(self, request: web.Request) -> web.StreamResponse:
         """The websocket handler."""
         principal = await _header_principal(request)
+        # Pings answered here, so that pongs reach the reader (they time the probes).
         ws = web.WebSocketResponse(
-            heartbeat=self.config.ping_s, compress=False, max_msg_size=1 << 20
+            heartbeat=self.config.ping_s, autoping=False, compress=False, max_msg_size=1 << 20
         )
         await ws.prepare(request)
         self._size_buffer(request)
@@ -516,7 +602,12 @@ class StreamServer:
             await ws.close(code=1013, message=b"the risk hub is not reachable yet; try again")
             return ws
         try:
-            first = await ws.receive(timeout=self.config.auth_timeout_s)
+            async with asyncio.timeout(self.config.auth_timeout_s):
+                first = await ws.receive()
+                while first.type in (WSMsgType.PING, WSMsgType.PONG):
+                    if first.type == WSMsgType.PING:
+                        await ws.pong(first.data)
+                    first = await ws.receive()
         except TimeoutError:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized: no subscribe in time")
             return ws
@@ -587,6 +678,12 @@ class StreamServer:
         async for message in ws:
             if client.closing is not None:
                 return
+            if message.type == WSMsgType.PING:
+                await ws.pong(message.data)
+                continue
+            if message.type == WSMsgType.PONG:
+                client.answered(message.data)
+                continue
             if message.type != WSMsgType.TEXT:
                 continue
             try:
@@ -603,7 +700,7 @@ class StreamServer:
             else:
                 self.clients.discard(client)
                 client.filter = decoded.filters
-                client.pending.clear()
+                client.forget()
                 self.attach(client, decoded.resume)
 
 

@@ -365,11 +365,13 @@ class RawClient:
         self.buffer = b""
 
     def send(self, message: dict[str, Any]) -> None:
-        payload = json.dumps(message).encode()
+        self.send_frame(json.dumps(message).encode())
+
+    def send_frame(self, payload: bytes, opcode: int = 0x1) -> None:
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         assert len(payload) < 126
-        self.sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
 
     def frames(self, timeout_s: float = 10.0) -> Iterator[tuple[int, bytes]]:
         """Every frame until the connection ends: (opcode, payload)."""
@@ -384,6 +386,30 @@ class RawClient:
             self.buffer += chunk
             while (frame := self._frame()) is not None:
                 yield frame
+
+    def trickle(self, pause_s: float, limit_s: float) -> tuple[list[tuple[int, bytes]], bool]:
+        """Read 4 KiB every `pause_s`, steadily, for up to `limit_s`, answering pings as a
+        websocket library does when it parses them: the frames, and whether the server ended
+        the connection meanwhile."""
+        found: list[tuple[int, bytes]] = []
+        self.sock.settimeout(limit_s)
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            try:
+                chunk = self.sock.recv(4096)
+            except ConnectionResetError:
+                return found, True
+            except TimeoutError:
+                break
+            if not chunk:
+                return found, True
+            self.buffer += chunk
+            while (frame := self._frame()) is not None:
+                found.append(frame)
+                if frame[0] == 0x9:
+                    self.send_frame(frame[1], opcode=0xA)
+            time.sleep(pause_s)
+        return found, False
 
     def _frame(self) -> tuple[int, bytes] | None:
         data = self.buffer
@@ -422,7 +448,9 @@ async def test_a_client_that_falls_behind_gets_the_latest_row_not_every_step(
             await eventually(lambda: _now(client.conflated), lambda c: c > 0)
             hot: list[int] = []
             for opcode, payload in await asyncio.to_thread(lambda: list(slow.frames(3.0))):
-                assert opcode == 1
+                if opcode == 0x9:  # the server's probes (pings) between frames
+                    continue
+                assert opcode == 0x1
                 frame = json.loads(payload)
                 hot += [
                     m["row"]["equity"]
@@ -463,6 +491,37 @@ async def test_a_client_that_stays_behind_is_dropped_while_fast_ones_keep_receiv
             if closes:  # the close frame, if the socket took it before it was cut
                 assert int.from_bytes(closes[0][:2]) == CLOSE_SLOW
                 assert b"slow consumer" in closes[0][2:]
+        finally:
+            slow.close()
+
+
+async def test_a_client_that_reads_steadily_but_too_slowly_is_dropped(clean_url: str) -> None:
+    """Its sends complete and its queue conflates, so neither the stall nor the queue limit
+    fires; it is dropped because a ping sent after a frame goes unanswered for `max_behind_s`
+    (it answers pings, but reads them only after the frames before them)."""
+    config = StreamConfig(send_buffer_bytes=4096, max_stall_s=60.0, max_behind_s=1.0)
+    async with serving(clean_url, config) as stream, connect(stream) as fast:
+        await eventually(lambda: _now(fast.frames), lambda f: len(f) >= 1)
+        slow = await asyncio.to_thread(RawClient, stream.url, stream.tokens[Role.RISK])
+        try:
+            await eventually(lambda: _now(len(stream.server.clients)), lambda n: n == 2)
+            reading = asyncio.create_task(asyncio.to_thread(slow.trickle, 0.2, 20.0))
+            for n in range(100):  # 5 s of 4,000 rows/s
+                rows = [row(f"acct{i:03d}", 9_000_000 + n * 1_000 + i) for i in range(200)]
+                await stream.publish(rows)
+                await asyncio.sleep(0.05)
+                if stream.server.dropped_slow:
+                    break
+            await eventually(lambda: _now(stream.server.dropped_slow), lambda d: d == 1)
+            assert len(stream.server.clients) == 1, "the fast client stays"
+            frames, ended = await reading
+            assert ended, "the server closed the slow reader's connection"
+            closes = [payload for opcode, payload in frames if opcode == 8]
+            if closes:  # read before the socket was cut
+                assert int.from_bytes(closes[0][:2]) == CLOSE_SLOW
+                assert b"more than 1 s behind the stream" in closes[0][2:]
+            await stream.publish([row("last", 1)])
+            await eventually(lambda: _now(fast.accounts()), lambda a: "last" in a)
         finally:
             slow.close()
 
