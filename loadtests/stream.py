@@ -3,8 +3,8 @@ equity updates, with some clients deliberately slow.
 
 `python -m loadtests stream [--clients 100] [--slow 10] [--lag-clients 10] [--accounts 300]
 [--shards 2] [--tick-interval-ms 20] [--seconds 30] [--warmup 3] [--sleepy-read-s 1]
-[--clients-nice 0] [--max-stall-s 10] [--ring-size 100000] [--no-probes] [--admin-url URL]
-[--json PATH]`
+[--clients-nice 0] [--max-stall-s 10] [--max-behind-s 10] [--ring-size 100000] [--no-probes]
+[--admin-url URL] [--json PATH]`
 
 Everything is real: a local Ray, `--shards` `AccountShard` actors publishing to a named `RiskHub`
 actor, a scratch PostgreSQL database (created on `--admin-url`'s server, migrated, dropped
@@ -57,6 +57,7 @@ import asyncio
 import base64
 import contextlib
 import ctypes
+import gc
 import itertools
 import multiprocessing
 import os
@@ -86,7 +87,7 @@ from actors.plans import Plan
 from actors.shard_actor import AccountShard, RemoteAccountShard, ShardConfig
 from api.app import create_app
 from api.auth import Role, create_token
-from api.demo import Latency
+from api.demo import Latency, serve_http
 from api.stream import STREAM, Entry, Mirror, StreamConfig, StreamServer
 from bridge.codec import decode_command_batch, encode_batch
 from bridge.events import DealEntry, DealExecuted, PriceTicked, Side
@@ -165,6 +166,7 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     sleepy_read_s: float = 1.0
     clients_nice: int = 0  # added to the client process's niceness (Ray's actors run at 15)
     max_stall_s: float = StreamConfig().max_stall_s
+    max_behind_s: float = StreamConfig().max_behind_s
     ring_size: int = StreamConfig().ring_size
     publish_interval_s: float = ShardConfig().publish_interval_s
     seed: int = 7
@@ -473,6 +475,7 @@ class ClientsResult(msgspec.Struct, kw_only=True):
     tallies: list[Tally]
     fast_lag: bytes  # HdrHistogram.encode(), microseconds
     sleepy_lag: bytes
+    gc: list[GcPauses]
 
 
 class _Message(msgspec.Struct):
@@ -517,6 +520,45 @@ class _Lags:
         return found
 
 
+class GcPauses(msgspec.Struct, kw_only=True):
+    """The garbage collector's pauses of one generation in one process over the window."""
+
+    generation: int
+    collections: int
+    max_ms: float
+    total_ms: float
+
+
+class GcWatch:
+    """Times this process's garbage collections (a `gc.callbacks` hook) that end in the window:
+    a full collection stops every task in the process, so it shows as lag."""
+
+    def __init__(self) -> None:
+        self.start_ns = self.end_ns = 0
+        self.began = 0
+        self.pauses: list[list[float]] = [[], [], []]
+        gc.callbacks.append(self._called)
+
+    def _called(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter_ns()
+        if phase == "start":
+            self.began = now
+        elif self.start_ns <= time.time_ns() <= self.end_ns:
+            self.pauses[info["generation"]].append((now - self.began) / 1e6)
+
+    def close(self) -> list[GcPauses]:
+        gc.callbacks.remove(self._called)
+        return [
+            GcPauses(
+                generation=g,
+                collections=len(p),
+                max_ms=round(max(p, default=0.0), 1),
+                total_ms=round(sum(p), 1),
+            )
+            for g, p in enumerate(self.pauses)
+        ]
+
+
 def clients_process(conn: Connection) -> None:
     """The spawned process's entry: take a `ClientSpec`, answer `Ready`, then the results."""
     import uvloop
@@ -530,6 +572,7 @@ def clients_process(conn: Connection) -> None:
 
 async def _run_clients(spec: ClientSpec, conn: Connection) -> ClientsResult:
     window = _Window()
+    collector = GcWatch()
     lags = {"fast": _Lags(), "sleepy": _Lags()}
     stop = asyncio.Event()
     tallies: list[Tally] = []
@@ -553,9 +596,11 @@ async def _run_clients(spec: ClientSpec, conn: Connection) -> ClientsResult:
             connected.append(ready)
             tasks.append(asyncio.create_task(_stall(spec, tally, ready, stop)))
         await asyncio.wait_for(asyncio.gather(*connected), timeout=CONNECT_TIMEOUT_S)
+        gc.freeze()  # as the server does once started: sessions and sockets leave the collector
         now = time.time_ns()
         window.start_ns = now + round(spec.warmup_s * _S)
         window.end_ns = window.start_ns + round(spec.seconds * _S)
+        collector.start_ns, collector.end_ns = int(window.start_ns), int(window.end_ns)
         ready_message = Ready(
             connected_ns=now, start_ns=int(window.start_ns), end_ns=int(window.end_ns)
         )
@@ -572,6 +617,7 @@ async def _run_clients(spec: ClientSpec, conn: Connection) -> ClientsResult:
         tallies=tallies,
         fast_lag=lags["fast"].histogram().encode(),
         sleepy_lag=lags["sleepy"].histogram().encode(),
+        gc=collector.close(),
     )
 
 
@@ -813,23 +859,26 @@ async def every_account_published(hub: Any, count: int) -> None:
 async def running(url: str, engine: AsyncEngine, options: Options) -> AsyncIterator[System]:
     """The actors and the app with the stream, torn down afterwards."""
     hub, shards, edge, feeder = await start_actors(url, options)
-    stream = StreamConfig(ring_size=options.ring_size, max_stall_s=options.max_stall_s)
+    stream = StreamConfig(
+        ring_size=options.ring_size,
+        max_stall_s=options.max_stall_s,
+        max_behind_s=options.max_behind_s,
+    )
     app = create_app(_Idle(), engine, hub=hub, stream=stream)  # type: ignore[arg-type]
     timed = TimedReads(hub)
     if options.probes:
         app[STREAM].hub = timed
-    runner = web.AppRunner(app)
+    runner: web.AppRunner | None = None
     try:
         await every_account_published(hub, options.accounts)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, _ = await serve_http(app, "127.0.0.1", 0)  # as `propvisor demo` serves it
         host, port = runner.addresses[0][:2]
         server = runner.app[STREAM]
         await asyncio.wait_for(server.synced.wait(), timeout=FILL_TIMEOUT_S)
         yield System(hub, shards, edge, feeder, server, runner, host, port, timed)
     finally:
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
         await asyncio.gather(*(s.close.remote() for s in shards), return_exceptions=True)
         await asyncio.gather(hub.close.remote(), return_exceptions=True)
         for actor in (feeder, edge, hub, *shards):
@@ -941,10 +990,10 @@ class TimedReads:
         return self
 
     def remote(self, epoch: str | None, after: int, wait_s: float) -> Any:
-        return self._timed(self.hub.read.remote(epoch, after, wait_s), after)
-
-    async def _timed(self, ref: Any, after: int) -> Any:
         issued = time.time_ns()
+        return self._timed(self.hub.read.remote(epoch, after, wait_s), after, issued)
+
+    async def _timed(self, ref: Any, after: int, issued: int) -> Any:
         arrived: list[int] = []
         future = ref.future()
         future.add_done_callback(lambda _: arrived.append(time.time_ns()))
@@ -1061,6 +1110,7 @@ class Slow(msgspec.Struct, kw_only=True):
     sleepy_lag_ms: Latency
     sleepy_messages: int
     max_stall_s: float
+    max_behind_s: float
     server_dropped: int  # clients the server closed as slow (4008), over the whole run
     server_clients_at_end: int  # connected at the window's end (fast ones included)
     first_drop_s: float | None  # after the last client connected (sampled every 0.25 s)
@@ -1112,6 +1162,14 @@ class Cpu(msgspec.Struct, kw_only=True):
     load_average: tuple[float, float]
 
 
+class Collections(msgspec.Struct, kw_only=True):
+    """Garbage-collector pauses over the window, by generation, in the two processes whose
+    pauses delay messages on their way to the measured clients."""
+
+    server: list[GcPauses]
+    clients: list[GcPauses]
+
+
 class Report(msgspec.Struct, kw_only=True):
     scenario: str
     machine: Machine
@@ -1123,6 +1181,7 @@ class Report(msgspec.Struct, kw_only=True):
     slow: Slow
     memory: Memory
     cpu: Cpu
+    gc: Collections
     goal_ms: float
     goal_updates_per_s: float
     goal_clients: int
@@ -1209,6 +1268,7 @@ async def _measure(url: str, engine: AsyncEngine, options: Options, clients: _Cl
     async with running(url, engine, options) as system:
         sampler = Sampler(system.server)
         probe = ReadProbe(system.server.mirror)
+        collector = GcWatch()
         sampling = asyncio.create_task(sampler.run_forever())
         feeding = system.feeder.run.remote()
         try:
@@ -1233,6 +1293,7 @@ async def _measure(url: str, engine: AsyncEngine, options: Options, clients: _Cl
                 await clients.receive(CONNECT_TIMEOUT_S + 60), type=Ready
             )
             probe.start_ns, probe.end_ns = ready.start_ns, ready.end_ns
+            collector.start_ns, collector.end_ns = ready.start_ns, ready.end_ns
             system.reads.start_ns, system.reads.end_ns = ready.start_ns, ready.end_ns
             if options.probes:
                 await asyncio.gather(
@@ -1249,6 +1310,7 @@ async def _measure(url: str, engine: AsyncEngine, options: Options, clients: _Cl
             await system.feeder.stop.remote()
             sampling.cancel()
             await asyncio.gather(sampling, return_exceptions=True)
+            server_gc = collector.close()
         feed: FeedStats = await feeding
         commands = await system.edge.count.remote()
         probes = await stage_probes(system) if options.probes else None
@@ -1260,6 +1322,7 @@ async def _measure(url: str, engine: AsyncEngine, options: Options, clients: _Cl
         hub_rss=hub_rss,
         result=result,
         read_lag=probe.histogram.encode(),
+        server_gc=server_gc,
         reads=system.reads,
         trimmed=trimmed,
         probes=probes,
@@ -1332,6 +1395,7 @@ class _Context:
     hub_rss: tuple[float, float]
     result: ClientsResult
     read_lag: bytes  # the read probe's histogram, encoded
+    server_gc: list[GcPauses]
     reads: TimedReads
     trimmed: int | None
     probes: tuple[HubProbe, list[ShardProbe]] | None
@@ -1403,6 +1467,7 @@ def report_of(c: _Context) -> Report:
         slow=slow,
         memory=memory,
         cpu=cpu,
+        gc=Collections(server=c.server_gc, clients=c.result.gc),
         goal_ms=GOAL_MS,
         goal_updates_per_s=GOAL_UPDATES_PER_S,
         goal_clients=GOAL_CLIENTS,
@@ -1491,6 +1556,7 @@ def _slow(c: _Context) -> Slow:
         sleepy_lag_ms=lag,
         sleepy_messages=samples,
         max_stall_s=c.options.max_stall_s,
+        max_behind_s=c.options.max_behind_s,
         server_dropped=max((s.dropped for s in c.sampler.samples), default=0),
         server_clients_at_end=len(c.marks[1].counters),
         first_drop_s=round(times[0], 2) if times else None,
@@ -1590,7 +1656,8 @@ def render(r: Report) -> str:
         (
             "slow dropped (4008)",
             f"{slow.server_dropped} of {slow.stalled + slow.sleepy} by the "
-            f"server, {_when(slow)}; stall limit {slow.max_stall_s:g} s; "
+            f"server, {_when(slow)}; stall limit {slow.max_stall_s:g} s, "
+            f"behind limit {slow.max_behind_s:g} s; "
             f"{slow.server_clients_at_end} clients connected at the end",
         ),
         ("stalled endings", "; ".join(sorted({str(e) for e in slow.stalled_endings}))),
@@ -1619,6 +1686,7 @@ def render(r: Report) -> str:
             f"{cpu.others:.0f}; machine busy "
             f"{cpu.machine_busy_pct:.0f}% of {m.cores} cores",
         ),
+        ("GC pauses", f"server {_pauses(r.gc.server)}; clients {_pauses(r.gc.clients)}"),
         (
             "goal",
             f"{r.goal_clients} clients, >= {r.goal_updates_per_s:,.0f} updates/s, p99 < "
@@ -1635,6 +1703,13 @@ def render(r: Report) -> str:
     if not r.ok:
         lines.append("\nINVALID RUN: a fast client was disconnected or received no update")
     return "\n".join(lines)
+
+
+def _pauses(found: list[GcPauses]) -> str:
+    return ", ".join(
+        f"gen {g.generation} {g.collections:,} (max {g.max_ms:g} ms, {g.total_ms:,.0f} ms in all)"
+        for g in found
+    )
 
 
 def _stage_rows(r: Report) -> list[tuple[str, str]]:
@@ -1710,6 +1785,7 @@ def _parser() -> argparse.ArgumentParser:
         help="niceness added to the client process (Ray runs its actors at 15)",
     )
     add("--max-stall-s", type=float, default=defaults.max_stall_s, help="StreamConfig's")
+    add("--max-behind-s", type=float, default=defaults.max_behind_s, help="StreamConfig's")
     add("--ring-size", type=positive, default=defaults.ring_size, help="StreamConfig's")
     add("--publish-interval-s", type=float, default=defaults.publish_interval_s)
     add("--seed", type=int, default=defaults.seed)
@@ -1744,6 +1820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sleepy_read_s=args.sleepy_read_s,
         clients_nice=args.clients_nice,
         max_stall_s=args.max_stall_s,
+        max_behind_s=args.max_behind_s,
         ring_size=args.ring_size,
         publish_interval_s=args.publish_interval_s,
         seed=args.seed,
