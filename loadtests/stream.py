@@ -476,6 +476,7 @@ class ClientsResult(msgspec.Struct, kw_only=True):
     fast_lag: bytes  # HdrHistogram.encode(), microseconds
     sleepy_lag: bytes
     gc: list[GcPauses]
+    loop: LoopDelay
 
 
 class _Message(msgspec.Struct):
@@ -529,6 +530,46 @@ class GcPauses(msgspec.Struct, kw_only=True):
     total_ms: float
 
 
+class LoopDelay(msgspec.Struct, kw_only=True):
+    """How late a 10 ms timer fired on one process's event loop over the window: a late timer is
+    a loop that ran something else (or a process the OS did not run), and every message waits."""
+
+    p99_ms: float
+    max_ms: float
+    over_50_ms: int  # timers more than 50 ms late
+
+
+class LoopWatch:
+    """Times a 10 ms sleep on this process's loop, again and again, over the window."""
+
+    def __init__(self) -> None:
+        self.start_ns = self.end_ns = 0
+        self.late = HdrHistogram(1, _HOUR_US, 3)
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter_ns()
+            await asyncio.sleep(0.01)
+            late_us = (time.perf_counter_ns() - before) // 1_000 - 10_000
+            if self.start_ns <= time.time_ns() <= self.end_ns:
+                self.late.record_value(min(max(1, late_us), _HOUR_US))
+
+    async def close(self) -> LoopDelay:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        over = sum(
+            item.count_at_value_iterated_to
+            for item in self.late.get_recorded_iterator()
+            if item.value_iterated_to > 50_000
+        )
+        return LoopDelay(
+            p99_ms=self.late.get_value_at_percentile(99) / 1_000,
+            max_ms=self.late.get_max_value() / 1_000,
+            over_50_ms=over,
+        )
+
+
 class GcWatch:
     """Times this process's garbage collections (a `gc.callbacks` hook) that end in the window:
     a full collection stops every task in the process, so it shows as lag."""
@@ -573,6 +614,7 @@ def clients_process(conn: Connection) -> None:
 async def _run_clients(spec: ClientSpec, conn: Connection) -> ClientsResult:
     window = _Window()
     collector = GcWatch()
+    looping = LoopWatch()
     lags = {"fast": _Lags(), "sleepy": _Lags()}
     stop = asyncio.Event()
     tallies: list[Tally] = []
@@ -601,6 +643,7 @@ async def _run_clients(spec: ClientSpec, conn: Connection) -> ClientsResult:
         window.start_ns = now + round(spec.warmup_s * _S)
         window.end_ns = window.start_ns + round(spec.seconds * _S)
         collector.start_ns, collector.end_ns = int(window.start_ns), int(window.end_ns)
+        looping.start_ns, looping.end_ns = collector.start_ns, collector.end_ns
         ready_message = Ready(
             connected_ns=now, start_ns=int(window.start_ns), end_ns=int(window.end_ns)
         )
@@ -618,6 +661,7 @@ async def _run_clients(spec: ClientSpec, conn: Connection) -> ClientsResult:
         fast_lag=lags["fast"].histogram().encode(),
         sleepy_lag=lags["sleepy"].histogram().encode(),
         gc=collector.close(),
+        loop=await looping.close(),
     )
 
 
@@ -1163,11 +1207,13 @@ class Cpu(msgspec.Struct, kw_only=True):
 
 
 class Collections(msgspec.Struct, kw_only=True):
-    """Garbage-collector pauses over the window, by generation, in the two processes whose
-    pauses delay messages on their way to the measured clients."""
+    """Pauses over the window in the two processes whose pauses delay messages on their way to
+    the measured clients: the garbage collector's, by generation, and the event loop's."""
 
     server: list[GcPauses]
     clients: list[GcPauses]
+    server_loop: LoopDelay
+    clients_loop: LoopDelay
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -1269,6 +1315,7 @@ async def _measure(url: str, engine: AsyncEngine, options: Options, clients: _Cl
         sampler = Sampler(system.server)
         probe = ReadProbe(system.server.mirror)
         collector = GcWatch()
+        looping = LoopWatch()
         sampling = asyncio.create_task(sampler.run_forever())
         feeding = system.feeder.run.remote()
         try:
@@ -1294,6 +1341,7 @@ async def _measure(url: str, engine: AsyncEngine, options: Options, clients: _Cl
             )
             probe.start_ns, probe.end_ns = ready.start_ns, ready.end_ns
             collector.start_ns, collector.end_ns = ready.start_ns, ready.end_ns
+            looping.start_ns, looping.end_ns = ready.start_ns, ready.end_ns
             system.reads.start_ns, system.reads.end_ns = ready.start_ns, ready.end_ns
             if options.probes:
                 await asyncio.gather(
@@ -1311,6 +1359,7 @@ async def _measure(url: str, engine: AsyncEngine, options: Options, clients: _Cl
             sampling.cancel()
             await asyncio.gather(sampling, return_exceptions=True)
             server_gc = collector.close()
+            server_loop = await looping.close()
         feed: FeedStats = await feeding
         commands = await system.edge.count.remote()
         probes = await stage_probes(system) if options.probes else None
@@ -1323,6 +1372,7 @@ async def _measure(url: str, engine: AsyncEngine, options: Options, clients: _Cl
         result=result,
         read_lag=probe.histogram.encode(),
         server_gc=server_gc,
+        server_loop=server_loop,
         reads=system.reads,
         trimmed=trimmed,
         probes=probes,
@@ -1396,6 +1446,7 @@ class _Context:
     result: ClientsResult
     read_lag: bytes  # the read probe's histogram, encoded
     server_gc: list[GcPauses]
+    server_loop: LoopDelay
     reads: TimedReads
     trimmed: int | None
     probes: tuple[HubProbe, list[ShardProbe]] | None
@@ -1467,7 +1518,12 @@ def report_of(c: _Context) -> Report:
         slow=slow,
         memory=memory,
         cpu=cpu,
-        gc=Collections(server=c.server_gc, clients=c.result.gc),
+        gc=Collections(
+            server=c.server_gc,
+            clients=c.result.gc,
+            server_loop=c.server_loop,
+            clients_loop=c.result.loop,
+        ),
         goal_ms=GOAL_MS,
         goal_updates_per_s=GOAL_UPDATES_PER_S,
         goal_clients=GOAL_CLIENTS,
@@ -1688,6 +1744,10 @@ def render(r: Report) -> str:
         ),
         ("GC pauses", f"server {_pauses(r.gc.server)}; clients {_pauses(r.gc.clients)}"),
         (
+            "event loop late ms p99 / max (> 50 ms)",
+            f"server {_late(r.gc.server_loop)}; clients {_late(r.gc.clients_loop)}",
+        ),
+        (
             "goal",
             f"{r.goal_clients} clients, >= {r.goal_updates_per_s:,.0f} updates/s, p99 < "
             f"{r.goal_ms:g} ms: {'met' if r.goal_met else 'NOT met'}",
@@ -1710,6 +1770,10 @@ def _pauses(found: list[GcPauses]) -> str:
         f"gen {g.generation} {g.collections:,} (max {g.max_ms:g} ms, {g.total_ms:,.0f} ms in all)"
         for g in found
     )
+
+
+def _late(delay: LoopDelay) -> str:
+    return f"{delay.p99_ms:.1f} / {delay.max_ms:.1f} ({delay.over_50_ms:,} times)"
 
 
 def _stage_rows(r: Report) -> list[tuple[str, str]]:
