@@ -224,9 +224,9 @@ class Client:
     def behind(self, now: float) -> bool:
         """A frame handed to the socket `max_behind_s` ago has not been read through yet:
         the ping that followed it is unanswered, or the frame itself is still going out. The
-        client reads, but what it reads is that old (a steady slow reader, whose sends
-        complete and whose conflated queue never fills, but whose socket buffers hold seconds
-        of frames)."""
+        client reads, but what it reads is that old (a steady slow reader, whose conflated
+        queue never fills, but whose socket buffers hold seconds of frames). The second arm
+        is the stall rule's test with this limit: whichever limit is lower decides."""
         oldest = min(
             self.probe[1] if self.probe is not None else now,
             self.sending_since if self.sending_since is not None else now,
@@ -450,6 +450,12 @@ class StreamServer:
     # -- the hub ------------------------------------------------------------------------------
 
     async def run_forever(self) -> None:
+        try:
+            await self._follow_forever()
+        finally:
+            self._forget_ahead()
+
+    async def _follow_forever(self) -> None:
         while True:
             try:
                 await self._follow()
@@ -485,6 +491,7 @@ class StreamServer:
             if len(self.ring) == self.ring.maxlen:
                 mirror.floor = self.ring[0].seq - 1
             self._fan_out(entries)
+        await asyncio.sleep(0)  # pongs that came while this batch was read are counted first
         self._check_stalls()
 
     def _read(self, after: int) -> asyncio.Future[Read]:

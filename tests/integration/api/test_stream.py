@@ -432,7 +432,7 @@ class RawClient:
 async def test_a_client_that_falls_behind_gets_the_latest_row_not_every_step(
     clean_url: str,
 ) -> None:
-    config = StreamConfig(send_buffer_bytes=4096, max_stall_s=60.0)
+    config = StreamConfig(send_buffer_bytes=4096, max_stall_s=60.0, max_behind_s=60.0)
     async with serving(clean_url, config) as stream:
         # Blocking socket calls: off the loop the server runs on.
         slow = await asyncio.to_thread(RawClient, stream.url, stream.tokens[Role.RISK])
@@ -496,9 +496,9 @@ async def test_a_client_that_stays_behind_is_dropped_while_fast_ones_keep_receiv
 
 
 async def test_a_client_that_reads_steadily_but_too_slowly_is_dropped(clean_url: str) -> None:
-    """Its sends complete and its queue conflates, so neither the stall nor the queue limit
-    fires; it is dropped because a ping sent after a frame goes unanswered for `max_behind_s`
-    (it answers pings, but reads them only after the frames before them)."""
+    """Its queue conflates, so the queue limit never fires, and the stall rule is set to 60 s;
+    it is dropped for being more than `max_behind_s` behind (it answers pings, but reads them
+    only after the frames before them, and a frame takes it seconds to read)."""
     config = StreamConfig(send_buffer_bytes=4096, max_stall_s=60.0, max_behind_s=1.0)
     async with serving(clean_url, config) as stream, connect(stream) as fast:
         await eventually(lambda: _now(fast.frames), lambda f: len(f) >= 1)

@@ -7,8 +7,6 @@ import asyncio
 import json
 from typing import Any
 
-import pytest
-
 from api.stream import Client, Entry, Filter, StreamConfig, deltas_frame
 
 
@@ -27,8 +25,11 @@ class Socket:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
         self.pings: list[bytes] = []
+        self.open = asyncio.Event()
+        self.open.set()
 
     async def send_frame(self, frame: bytes, _kind: Any) -> None:
+        await self.open.wait()
         self.frames.append(frame)
 
     async def ping(self, payload: bytes) -> None:
@@ -73,24 +74,27 @@ def test_a_dropped_client_forgets_the_shared_frame_too() -> None:
     assert c.shared is None
 
 
-@pytest.mark.parametrize("batches", [1, 3])
-async def test_frames_reach_the_socket_in_order(batches: int) -> None:
-    c, ws = client()
+async def test_batches_arriving_while_a_frame_is_sent_come_next_in_order_and_conflated() -> None:
+    ws = Socket()
+    ws.open.clear()  # the socket takes nothing until told
+    c = Client(ws, Filter(), StreamConfig())  # type: ignore[arg-type]
     writer = asyncio.create_task(c._write())
-    seq = 0
-    for _ in range(batches):
-        batch = [row(seq + 1, "A"), row(seq + 2, "B")]
-        seq += 2
-        c.offer_frame(deltas_frame(batch), batch)
-        await asyncio.sleep(0)
+    first = [row(1, "A"), row(2, "B")]
+    c.offer_frame(deltas_frame(first), first)
+    await asyncio.sleep(0)  # the writer takes the shared frame and waits on the socket
+    second = [row(3, "A"), row(4, "C")]
+    c.offer_frame(deltas_frame(second), second)  # caught up: shared, not yet sent
+    third = [row(5, "C"), row(6, "B")]
+    c.offer_frame(deltas_frame(third), third)  # not caught up: both batches pending, conflated
+    ws.open.set()
     for _ in range(10):
         await asyncio.sleep(0)
     c.drop("done", code=1000)
     await asyncio.wait_for(writer, 1.0)
-    sent = [s for frame in ws.frames for s in seqs(frame)]
-    assert sent == sorted(sent)
-    assert sent[-2:] == [seq - 1, seq]
-    assert c.sent == len(sent)
+    frames = [seqs(frame) for frame in ws.frames]
+    assert frames == [[1, 2], [3, 5, 6]]  # A's 3 kept, C's 4 replaced by 5, B's 6 last
+    assert c.sent == 5
+    assert c.conflated == 1
 
 
 def test_a_shared_batch_counts_toward_the_queue_limit_once_it_is_pending() -> None:
@@ -115,16 +119,23 @@ def test_a_probe_unanswered_for_max_behind_s_means_behind() -> None:
     assert c.probe is None
 
 
-async def test_a_probe_follows_a_frame_at_most_every_probe_s() -> None:
-    ws = Socket()
-    c = Client(ws, Filter(), StreamConfig(probe_s=3600.0))  # type: ignore[arg-type]
-    writer = asyncio.create_task(c._write())
-    for n in range(3):
-        batch = [row(n + 1, "A")]
-        c.offer_frame(deltas_frame(batch), batch)
-        for _ in range(5):
-            await asyncio.sleep(0)
-    c.drop("done", code=1000)
-    await asyncio.wait_for(writer, 1.0)
-    assert len(ws.frames) == 3
-    assert ws.pings == [b"1"], "one probe, unanswered: no other until it is"
+async def test_one_probe_at_a_time_and_at_most_every_probe_s() -> None:
+    async def pings_after_three_frames(probe_s: float, answer: bool) -> list[bytes]:
+        ws = Socket()
+        c = Client(ws, Filter(), StreamConfig(probe_s=probe_s))  # type: ignore[arg-type]
+        writer = asyncio.create_task(c._write())
+        for n in range(3):
+            batch = [row(n + 1, "A")]
+            c.offer_frame(deltas_frame(batch), batch)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            if answer and c.probe is not None:
+                c.answered(c.probe[0])
+        c.drop("done", code=1000)
+        await asyncio.wait_for(writer, 1.0)
+        assert len(ws.frames) == 3
+        return ws.pings
+
+    assert await pings_after_three_frames(0.0, answer=False) == [b"1"], "one unanswered"
+    assert await pings_after_three_frames(0.0, answer=True) == [b"1", b"2", b"3"]
+    assert await pings_after_three_frames(3600.0, answer=True) == [b"1"], "then an hour"
