@@ -301,3 +301,38 @@ calendar_events = Table(
     Index("ix_calendar_ts", "ts_ns"),
 )
 """The economic calendar loaded through the API: releases by currency, impact and time."""
+
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("debits_posted", BigInteger, nullable=False),
+    Column("credits_posted", BigInteger, nullable=False),
+    Column("debits_pending", BigInteger, nullable=False),
+    Column("credits_pending", BigInteger, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+)
+"""The books' accounts, each with its running totals in minor units (derived from
+`ledger_transfers`, and checked against them by `ledger.books.reconcile`)."""
+
+ledger_transfers = Table(
+    "ledger_transfers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("debit_account", Text, nullable=False),
+    Column("credit_account", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("pending_id", Text, nullable=True, unique=True),
+    Column("reference", Text, nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Index("ix_ledger_transfers_debit", "debit_account"),
+    Index("ix_ledger_transfers_credit", "credit_account"),
+)
+"""Every transfer, immutable (append-only on PostgreSQL). `id` is the idempotency key. A
+`pending` transfer is resolved by one `post_pending` or `void_pending` transfer naming it in
+`pending_id` (unique, so never twice)."""

@@ -26,6 +26,8 @@ T = TypeVar("T")
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 LEDGER_TABLES = (
     "journal",
+    "ledger_accounts",
+    "ledger_transfers",
     "account_snapshots",
     "shard_checkpoints",
     "ingest_inbox",

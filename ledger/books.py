@@ -1,0 +1,427 @@
+"""Double-entry books in integer minor units, on the transfer model TigerBeetle uses.
+
+Money moves only by transfers, each debiting one ledger account and crediting another by a
+positive amount, in the one currency both are kept in. A transfer is immutable; its `id` is the
+idempotency key: the same transfer again answers "exists" and changes nothing, and another
+transfer under a used id is refused. Money in flight (a payout sent, not yet settled) is a
+`pending` transfer, which holds the amount in the accounts' pending totals until exactly one
+`post_pending` (all of it, or less: the rest is released) or `void_pending` resolves it.
+
+Each account keeps running totals (debits and credits, posted and pending) updated in the same
+transaction as the transfer; `reconcile` derives them again from the transfers and proves that
+debits equal credits. Writers lock the accounts they touch (in id order, so two writers never
+wait on each other in a cycle), which also serialises two calls with the same transfer id.
+
+Every function takes a connection inside the caller's transaction, so a ledger transfer commits
+or rolls back with the change it pays for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from enum import StrEnum
+from typing import Literal
+
+import msgspec
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ledger.schema import ledger_accounts, ledger_transfers
+
+
+class Kind(StrEnum):
+    ASSET = "asset"
+    LIABILITY = "liability"
+    EQUITY = "equity"
+    REVENUE = "revenue"
+    EXPENSE = "expense"
+
+
+DEBIT_NORMAL = frozenset({Kind.ASSET, Kind.EXPENSE})
+"""Kinds whose balance is debits minus credits; the others' is credits minus debits."""
+
+RAILS = ("bank_wire", "card", "e_wallet", "stablecoin")
+"""The payment rails the firm holds cash on."""
+
+
+class LedgerAccount(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    kind: Kind
+    currency: str
+    name: str
+
+
+def chart(currency: str) -> list[LedgerAccount]:
+    """The firm's chart of accounts in `currency`: fee revenue, profit-split and commission
+    expenses with what is payable on them, rail fees, and cash on each rail."""
+
+    def account(key: str, kind: Kind, name: str) -> LedgerAccount:
+        return LedgerAccount(id=f"{key}:{currency}", kind=kind, currency=currency, name=name)
+
+    return [
+        account("fees:revenue", Kind.REVENUE, "Challenge fee revenue"),
+        account("payouts:expense", Kind.EXPENSE, "Traders' profit split"),
+        account("payouts:payable", Kind.LIABILITY, "Trader payouts payable"),
+        account("affiliates:expense", Kind.EXPENSE, "Affiliate commissions"),
+        account("affiliates:payable", Kind.LIABILITY, "Affiliate commissions payable"),
+        account("rails:fees", Kind.EXPENSE, "Payment rail fees"),
+        *(account(f"cash:{rail}", Kind.ASSET, f"Cash on {rail}") for rail in RAILS),
+    ]
+
+
+TransferKind = Literal["posted", "pending", "post_pending", "void_pending"]
+
+
+class Transfer(msgspec.Struct, frozen=True, kw_only=True):
+    """A transfer as stored. For `post_pending` and `void_pending`, `pending_id` names the
+    pending transfer, and the accounts are its accounts."""
+
+    id: str
+    kind: TransferKind
+    debit_account: str
+    credit_account: str
+    amount: int
+    currency: str
+    pending_id: str | None = None
+    reference: str = ""
+    ts_ns: int = 0
+
+    def same_as(self, other: Transfer) -> bool:
+        """Equal in everything but the time it was recorded."""
+        return msgspec.structs.replace(self, ts_ns=0) == msgspec.structs.replace(other, ts_ns=0)
+
+
+class LedgerError(ValueError):
+    """A transfer refused, with a reason naming what was wrong; nothing was changed."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[LedgerError], tuple[str, str]]:
+        return type(self), (self.code, self.detail)
+
+
+Outcome = Literal["created", "exists"]
+
+
+class Balance(msgspec.Struct, frozen=True, kw_only=True):
+    account: str
+    kind: Kind
+    currency: str
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+
+    @property
+    def posted(self) -> int:
+        """The balance on the account's normal side (an asset's debits less its credits)."""
+        if self.kind in DEBIT_NORMAL:
+            return self.debits_posted - self.credits_posted
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def pending(self) -> int:
+        """What pending transfers would add to `posted` if every one were posted in full."""
+        if self.kind in DEBIT_NORMAL:
+            return self.debits_pending - self.credits_pending
+        return self.credits_pending - self.debits_pending
+
+
+_TOTALS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
+
+
+async def open_accounts(
+    conn: AsyncConnection, wanted: Iterable[LedgerAccount]
+) -> list[LedgerAccount]:
+    """Open the accounts not open yet (an open one must match its kind and currency); the
+    ones opened now."""
+    opened: list[LedgerAccount] = []
+    now = time.time_ns()
+    for account in wanted:
+        found = (
+            await conn.execute(select(ledger_accounts).where(ledger_accounts.c.id == account.id))
+        ).first()
+        if found is not None:
+            if (found.kind, found.currency) != (account.kind.value, account.currency):
+                raise LedgerError(
+                    "account_conflict",
+                    f"{account.id!r} is open as {found.kind} in {found.currency}, not "
+                    f"{account.kind.value} in {account.currency}",
+                )
+            continue
+        await conn.execute(
+            insert(ledger_accounts).values(
+                id=account.id,
+                kind=account.kind.value,
+                currency=account.currency,
+                name=account.name,
+                created_ns=now,
+                **dict.fromkeys(_TOTALS, 0),
+            )
+        )
+        opened.append(account)
+    return opened
+
+
+async def transfer(
+    conn: AsyncConnection,
+    id: str,
+    debit: str,
+    credit: str,
+    amount: int,
+    *,
+    pending: bool = False,
+    reference: str = "",
+) -> Outcome:
+    """Move `amount` minor units from `credit` to `debit` (posted, or held as pending)."""
+    _check_id(id)
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise LedgerError("invalid_amount", f"amount must be a positive integer, not {amount!r}")
+    if debit == credit:
+        raise LedgerError("same_account", f"debit and credit are both {debit!r}")
+    found = await _lock(conn, (debit, credit))
+    currency = found[debit]["currency"]
+    if found[credit]["currency"] != currency:
+        raise LedgerError(
+            "currency_mismatch",
+            f"{debit!r} is in {currency}, {credit!r} in {found[credit]['currency']}",
+        )
+    wanted = Transfer(
+        id=id,
+        kind="pending" if pending else "posted",
+        debit_account=debit,
+        credit_account=credit,
+        amount=amount,
+        currency=currency,
+        reference=reference,
+    )
+    if await _recorded(conn, wanted):
+        return "exists"
+    side = "pending" if pending else "posted"
+    await _record(
+        conn, wanted, {debit: {f"debits_{side}": amount}, credit: {f"credits_{side}": amount}}
+    )
+    return "created"
+
+
+async def post_pending(
+    conn: AsyncConnection, id: str, pending_id: str, amount: int | None = None
+) -> Outcome:
+    """Post the pending transfer `pending_id`: all of it, or `amount` of it (the rest is
+    released). Refused if it was posted or voided already (under another id)."""
+    return await _resolve(conn, id, pending_id, "post_pending", amount)
+
+
+async def void_pending(conn: AsyncConnection, id: str, pending_id: str) -> Outcome:
+    """Release the pending transfer `pending_id`; refused if it was already resolved."""
+    return await _resolve(conn, id, pending_id, "void_pending", None)
+
+
+async def _resolve(
+    conn: AsyncConnection,
+    id: str,
+    pending_id: str,
+    kind: TransferKind,
+    amount: int | None,
+) -> Outcome:
+    _check_id(id)
+    held = await _transfer(conn, pending_id)
+    if held is None or held.kind != "pending":
+        raise LedgerError("no_such_pending", f"no pending transfer {pending_id!r}")
+    await _lock(conn, (held.debit_account, held.credit_account))
+    if amount is None:
+        amount = held.amount
+    if kind == "void_pending":
+        amount = held.amount
+    elif isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= held.amount:
+        raise LedgerError(
+            "invalid_amount",
+            f"a post must be a positive integer up to the pending {held.amount}, not {amount!r}",
+        )
+    wanted = Transfer(
+        id=id,
+        kind=kind,
+        debit_account=held.debit_account,
+        credit_account=held.credit_account,
+        amount=amount,
+        currency=held.currency,
+        pending_id=pending_id,
+    )
+    if await _recorded(conn, wanted):
+        return "exists"
+    resolved = (
+        await conn.execute(
+            select(ledger_transfers.c.id, ledger_transfers.c.kind).where(
+                ledger_transfers.c.pending_id == pending_id
+            )
+        )
+    ).first()
+    if resolved is not None:
+        raise LedgerError(
+            "pending_resolved",
+            f"pending transfer {pending_id!r} was already resolved by {resolved.id!r} "
+            f"({resolved.kind})",
+        )
+    changes: dict[str, dict[str, int]] = {
+        held.debit_account: {"debits_pending": -held.amount},
+        held.credit_account: {"credits_pending": -held.amount},
+    }
+    if kind == "post_pending":
+        changes[held.debit_account]["debits_posted"] = amount
+        changes[held.credit_account]["credits_posted"] = amount
+    await _record(conn, wanted, changes)
+    return "created"
+
+
+def _check_id(id: str) -> None:
+    if not isinstance(id, str) or not id or len(id) > 200 or "\x00" in id:
+        raise LedgerError("invalid_id", "a transfer id is 1 to 200 characters, without NUL")
+
+
+async def _lock(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Lock the accounts `ids` (in id order; PostgreSQL row locks, SQLite's writer lock)."""
+    query = (
+        select(ledger_accounts.c.id, ledger_accounts.c.currency)
+        .where(ledger_accounts.c.id.in_(sorted(set(ids))))
+        .order_by(ledger_accounts.c.id)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    else:  # SQLite: take the write lock now, so the check below and the write stay one step
+        await conn.execute(
+            update(ledger_accounts).where(ledger_accounts.c.id == "").values(kind="")
+        )
+    found = {row.id: {"currency": row.currency} for row in await conn.execute(query)}
+    for account in ids:
+        if account not in found:
+            raise LedgerError("no_such_account", f"no ledger account {account!r}")
+    return found
+
+
+async def _transfer(conn: AsyncConnection, id: str) -> Transfer | None:
+    row = (await conn.execute(select(ledger_transfers).where(ledger_transfers.c.id == id))).first()
+    if row is None:
+        return None
+    return Transfer(**{k: getattr(row, k) for k in Transfer.__struct_fields__})
+
+
+async def _recorded(conn: AsyncConnection, wanted: Transfer) -> bool:
+    """True if `wanted` was recorded already; refused if its id holds another transfer."""
+    found = await _transfer(conn, wanted.id)
+    if found is None:
+        return False
+    if not found.same_as(wanted):
+        raise LedgerError(
+            "id_conflict",
+            f"transfer {wanted.id!r} exists with different fields (a {found.kind} of "
+            f"{found.amount} {found.currency} from {found.credit_account} to "
+            f"{found.debit_account})",
+        )
+    return True
+
+
+async def _record(
+    conn: AsyncConnection, wanted: Transfer, changes: dict[str, dict[str, int]]
+) -> None:
+    row = msgspec.structs.asdict(wanted)
+    row["ts_ns"] = time.time_ns()
+    await conn.execute(insert(ledger_transfers).values(**row))
+    for account, deltas in changes.items():
+        await conn.execute(
+            update(ledger_accounts)
+            .where(ledger_accounts.c.id == account)
+            .values({name: ledger_accounts.c[name] + delta for name, delta in deltas.items()})
+        )
+
+
+async def balances(conn: AsyncConnection, ids: Iterable[str] | None = None) -> dict[str, Balance]:
+    """The accounts' running totals (every account's, or those of `ids`)."""
+    query = select(ledger_accounts).order_by(ledger_accounts.c.id)
+    if ids is not None:
+        query = query.where(ledger_accounts.c.id.in_(list(ids)))
+    return {
+        row.id: Balance(
+            account=row.id,
+            kind=Kind(row.kind),
+            currency=row.currency,
+            **{name: int(getattr(row, name)) for name in _TOTALS},
+        )
+        for row in await conn.execute(query)
+    }
+
+
+class Mismatch(msgspec.Struct, frozen=True, kw_only=True):
+    account: str
+    total: str  # debits_posted, credits_posted, debits_pending or credits_pending
+    kept: int
+    derived: int
+
+
+class Reconciliation(msgspec.Struct, frozen=True, kw_only=True):
+    """Totals over the books, per currency, as kept and as derived from the transfers."""
+
+    ok: bool
+    transfers: int
+    debits_posted: dict[str, int]
+    credits_posted: dict[str, int]
+    debits_pending: dict[str, int]
+    credits_pending: dict[str, int]
+    mismatches: list[Mismatch]
+
+
+async def reconcile(conn: AsyncConnection) -> Reconciliation:
+    """Derive every account's totals from the transfers, compare them with the running totals
+    kept, and check that debits equal credits in each currency, posted and pending."""
+    derived = {name: await _derived(conn, name) for name in _TOTALS}
+    kept = await balances(conn)
+    mismatches = [
+        Mismatch(
+            account=account,
+            total=name,
+            kept=getattr(balance, name),
+            derived=derived[name].get(account, 0),
+        )
+        for account, balance in kept.items()
+        for name in _TOTALS
+        if getattr(balance, name) != derived[name].get(account, 0)
+    ]
+    strays = {a for totals in derived.values() for a in totals} - set(kept)
+    mismatches += [
+        Mismatch(account=a, total=name, kept=0, derived=derived[name][a])
+        for a in sorted(strays)
+        for name in _TOTALS
+        if a in derived[name]
+    ]
+    sums = {name: _by_currency(kept.values(), name) for name in _TOTALS}
+    count = (await conn.execute(select(func.count()).select_from(ledger_transfers))).scalar_one()
+    ok = (
+        not mismatches
+        and sums["debits_posted"] == sums["credits_posted"]
+        and sums["debits_pending"] == sums["credits_pending"]
+    )
+    return Reconciliation(ok=ok, transfers=int(count), mismatches=mismatches, **sums)
+
+
+def _by_currency(found: Iterable[Balance], name: str) -> dict[str, int]:
+    sums: dict[str, int] = {}
+    for balance in found:
+        sums[balance.currency] = sums.get(balance.currency, 0) + getattr(balance, name)
+    return sums
+
+
+async def _derived(conn: AsyncConnection, name: str) -> dict[str, int]:
+    """One total per account from the transfers alone."""
+    t = ledger_transfers.c
+    side = t.debit_account if name.startswith("debits") else t.credit_account
+    if name.endswith("posted"):
+        query = select(side, func.sum(t.amount)).where(t.kind.in_(("posted", "post_pending")))
+    else:  # pending transfers that no post or void names
+        other = ledger_transfers.alias("resolving")
+        resolved = select(other.c.pending_id).where(other.c.pending_id.is_not(None))
+        query = select(side, func.sum(t.amount)).where(t.kind == "pending", t.id.not_in(resolved))
+    rows = await conn.execute(query.group_by(side))
+    return {account: int(total) for account, total in rows}
