@@ -179,7 +179,6 @@ class Client:
         self.probe: tuple[bytes, float] | None = None
         self.probed = -math.inf  # the first frame is followed by one
         self.probes = 0
-        self.delay_s = 0.0  # the last probe's round trip
         self.snapshot: bytes | None = None  # sent before anything pending
         # A deltas frame built once for every caught-up client of the same filter, and its
         # entries (which move to `pending` if another batch arrives before it is sent).
@@ -237,7 +236,6 @@ class Client:
         """A pong arrived: the probe it answers is done."""
         probe = self.probe
         if probe is not None and payload == probe[0]:
-            self.delay_s = time.monotonic() - probe[1]
             self.probe = None
 
     def drop(self, reason: str, code: int = CLOSE_SLOW) -> None:

@@ -179,7 +179,7 @@ async def transfer(
 ) -> Outcome:
     """Move `amount` minor units from `credit` to `debit` (posted, or held as pending)."""
     _check_id(id)
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+    if not _positive(amount):
         raise LedgerError("invalid_amount", f"amount must be a positive integer, not {amount!r}")
     if debit == credit:
         raise LedgerError("same_account", f"debit and credit are both {debit!r}")
@@ -233,11 +233,9 @@ async def _resolve(
     if held is None or held.kind != "pending":
         raise LedgerError("no_such_pending", f"no pending transfer {pending_id!r}")
     await _lock(conn, (held.debit_account, held.credit_account))
-    if amount is None:
+    if kind == "void_pending" or amount is None:
         amount = held.amount
-    if kind == "void_pending":
-        amount = held.amount
-    elif isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= held.amount:
+    elif not _positive(amount) or amount > held.amount:
         raise LedgerError(
             "invalid_amount",
             f"a post must be a positive integer up to the pending {held.amount}, not {amount!r}",
@@ -275,6 +273,11 @@ async def _resolve(
         changes[held.credit_account]["credits_posted"] = amount
     await _record(conn, wanted, changes)
     return "created"
+
+
+def _positive(amount: object) -> bool:
+    """A whole, positive number of minor units (not a float, not a bool)."""
+    return isinstance(amount, int) and not isinstance(amount, bool) and amount > 0
 
 
 def _check_id(id: str) -> None:
