@@ -165,6 +165,40 @@ class Inactivity(_Settings, frozen=True, kw_only=True):
     days: Days
 
 
+class SplitStep(_Settings, frozen=True, kw_only=True):
+    """From the `after_payouts`-th settled payout on, the trader's share is `pct`."""
+
+    after_payouts: Annotated[int, msgspec.Meta(ge=1)]
+    pct: Percent
+
+
+class PayoutTerms(_Settings, frozen=True, kw_only=True):
+    """How a funded account is paid (`docs/payouts.md`): the trader's share of the withdrawable
+    profit, scaled up by settled payouts; the first payout `first_after_days` after the funded
+    account opened, then one per `cadence_days`; a payout of at least `min_amount` (account
+    currency); and, if set, no single day above `max_best_day_pct` of the period's profit."""
+
+    split_pct: Percent = 80.0
+    split_steps: tuple[SplitStep, ...] = ()
+    first_after_days: Annotated[int, msgspec.Meta(ge=0)] = 14
+    cadence_days: Days = 14
+    min_amount: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    max_best_day_pct: Percent | None = None
+
+    def __post_init__(self) -> None:
+        after = [step.after_payouts for step in self.split_steps]
+        if after != sorted(set(after)):
+            raise ValueError("`split_steps` must be in increasing `after_payouts`, no repeats")
+
+    def split_after(self, settled: int) -> float:
+        """The trader's share in percent once `settled` payouts have been paid."""
+        pct = self.split_pct
+        for step in self.split_steps:
+            if settled >= step.after_payouts:
+                pct = step.pct
+        return pct
+
+
 class Phase(_Settings, frozen=True, kw_only=True):
     """One stage of a challenge; a rule left out is not applied."""
 
@@ -197,6 +231,8 @@ class Plan(_Settings, frozen=True, kw_only=True):
     day_rollover: DayRollover = DayRollover()
     warning_levels: tuple[Annotated[float, msgspec.Meta(gt=0, lt=100)], ...] = (50.0, 80.0, 90.0)
     phases: Annotated[tuple[Phase, ...], msgspec.Meta(min_length=1)]
+    # How the funded stage (a phase without a profit target) is paid; None: no payouts.
+    payout: PayoutTerms | None = None
 
     def __post_init__(self) -> None:
         names = [phase.name for phase in self.phases]

@@ -299,7 +299,7 @@ class ShardCore:
         found: dict[str, Money] = {}
         for account_id in wanted:
             if (a := self.accounts.get(account_id)) is not None:
-                found[account_id] = Money(a.balance, a.balance + a.credit + _floating(a, book))
+                found[account_id] = Money(a.balance, a.balance + a.credit + floating_of(a, book))
             elif (p := self.passive.get(account_id)) is not None:
                 found[account_id] = Money(p.balance, p.balance + p.credit)
         return found
@@ -340,7 +340,7 @@ class AccountView(msgspec.Struct, frozen=True, kw_only=True):
     def of(cls, account: Account, book: dict[str, Quote]) -> AccountView:
         """The account marked at `book` (a shard skips ticks that cannot change an outcome,
         so the marks it holds may be older than the book)."""
-        floating = _floating(account, book)
+        floating = floating_of(account, book)
         return cls(
             account_id=account.account_id,
             plan=account.plan.id,
@@ -362,7 +362,7 @@ class AccountView(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
-def _floating(account: Account, book: dict[str, Quote]) -> int:
+def floating_of(account: Account, book: dict[str, Quote]) -> int:
     """The account's open positions' P&L in cents, marked at `book`."""
     return sum(p.value(book) for p in account.positions.values())
 

@@ -35,7 +35,8 @@ from actors.market import Quote
 from actors.metrics import ShardMetrics
 from actors.plans import Plan
 from actors.risk import RiskFeed
-from actors.shard import AccountView, Money, ShardCore, ShardStats
+from actors.payout_checks import AccountFacts
+from actors.shard import AccountView, Money, ShardCore, ShardStats, floating_of
 from bridge.codec import decode_event_batch, encode_batch
 from bridge.commands import AnyPlatformCommand, DisableTrading, EnableTrading
 from bridge.events import AnyPlatformEvent
@@ -319,6 +320,34 @@ class AccountShard:
                     await self._wake([account_id])
         account = self.core.accounts.get(account_id)
         return AccountView.of(account, self.core.market.book) if account is not None else None
+
+    async def payout_facts(self, account_ids: Sequence[str]) -> dict[str, AccountFacts]:
+        """What the payout checklist reads of each hosted account asked about (evicted ones
+        woken), in cents; accounts not hosted here are left out."""
+        await self.ready()
+        async with self.applying:
+            asleep = sorted(a for a in account_ids if a in self.core.passive)
+            if asleep:
+                await self._wake(asleep)
+        book = self.core.market.book
+        found = {}
+        for account_id in account_ids:
+            account = self.core.accounts.get(account_id)
+            if account is None:
+                continue
+            found[account_id] = AccountFacts(
+                account_id=account_id,
+                plan=account.plan,
+                phase=account.phase.name,
+                status=account.status.value,
+                frozen=account.frozen is not None,
+                initial=account.initial,
+                balance=account.balance,
+                equity=account.balance + account.credit + floating_of(account, book),
+                day_pnl=dict(account.day_pnl),
+                breaches=list(account.breaches),
+            )
+        return found
 
     async def views(self) -> list[AccountView]:
         """Every hosted account's view, evicted ones woken (tests and tools; not a hot path)."""

@@ -167,6 +167,28 @@ async def open_accounts(
     return opened
 
 
+class Move(msgspec.Struct, frozen=True, kw_only=True):
+    """One transfer of a batch (`transfer_many`): a `posted` or `pending` transfer of `amount`
+    from `credit` to `debit`."""
+
+    id: str
+    debit: str
+    credit: str
+    amount: int
+    pending: bool = False
+    reference: str = ""
+
+
+class Resolution(msgspec.Struct, frozen=True, kw_only=True):
+    """One resolution of a batch (`resolve_many`): post (all, or `amount`) or void the pending
+    transfer `pending_id`, under transfer id `id`."""
+
+    id: str
+    pending_id: str
+    kind: Literal["post_pending", "void_pending"]
+    amount: int | None = None
+
+
 async def transfer(
     conn: AsyncConnection,
     id: str,
@@ -178,34 +200,53 @@ async def transfer(
     reference: str = "",
 ) -> Outcome:
     """Move `amount` minor units from `credit` to `debit` (posted, or held as pending)."""
-    _check_id(id)
-    if not _positive(amount):
-        raise LedgerError("invalid_amount", f"amount must be a positive integer, not {amount!r}")
-    if debit == credit:
-        raise LedgerError("same_account", f"debit and credit are both {debit!r}")
-    found = await _lock(conn, (debit, credit))
-    currency = found[debit]["currency"]
-    if found[credit]["currency"] != currency:
-        raise LedgerError(
-            "currency_mismatch",
-            f"{debit!r} is in {currency}, {credit!r} in {found[credit]['currency']}",
+    move = Move(
+        id=id, debit=debit, credit=credit, amount=amount, pending=pending, reference=reference
+    )
+    return (await transfer_many(conn, [move]))[0]
+
+
+async def transfer_many(conn: AsyncConnection, moves: Sequence[Move]) -> list[Outcome]:
+    """Record `moves` in order, as `transfer` would one by one, in a few statements: one lock
+    over all their accounts, one lookup of their ids, one insert, one update per account. Any
+    refusal refuses the batch (the caller's transaction rolls back)."""
+    wanted: list[Transfer] = []
+    for move in moves:
+        _check_id(move.id)
+        if not _positive(move.amount):
+            raise LedgerError(
+                "invalid_amount", f"amount must be a positive integer, not {move.amount!r}"
+            )
+        if move.debit == move.credit:
+            raise LedgerError("same_account", f"debit and credit are both {move.debit!r}")
+    found = await _lock(conn, [a for m in moves for a in (m.debit, m.credit)])
+    for move in moves:
+        currency = found[move.debit]["currency"]
+        if found[move.credit]["currency"] != currency:
+            raise LedgerError(
+                "currency_mismatch",
+                f"{move.debit!r} is in {currency}, {move.credit!r} in "
+                f"{found[move.credit]['currency']}",
+            )
+        wanted.append(
+            Transfer(
+                id=move.id,
+                kind="pending" if move.pending else "posted",
+                debit_account=move.debit,
+                credit_account=move.credit,
+                amount=move.amount,
+                currency=currency,
+                reference=move.reference,
+            )
         )
-    wanted = Transfer(
-        id=id,
-        kind="pending" if pending else "posted",
-        debit_account=debit,
-        credit_account=credit,
-        amount=amount,
-        currency=currency,
-        reference=reference,
-    )
-    if await _recorded(conn, wanted):
-        return "exists"
-    side = "pending" if pending else "posted"
-    await _record(
-        conn, wanted, {debit: {f"debits_{side}": amount}, credit: {f"credits_{side}": amount}}
-    )
-    return "created"
+    fresh, outcomes = await _new_only(conn, wanted)
+    changes: dict[str, dict[str, int]] = {}
+    for t in fresh:
+        side = "pending" if t.kind == "pending" else "posted"
+        _add(changes, t.debit_account, f"debits_{side}", t.amount)
+        _add(changes, t.credit_account, f"credits_{side}", t.amount)
+    await _record(conn, fresh, changes)
+    return outcomes
 
 
 async def post_pending(
@@ -213,66 +254,80 @@ async def post_pending(
 ) -> Outcome:
     """Post the pending transfer `pending_id`: all of it, or `amount` of it (the rest is
     released). Refused if it was posted or voided already (under another id)."""
-    return await _resolve(conn, id, pending_id, "post_pending", amount)
+    resolution = Resolution(id=id, pending_id=pending_id, kind="post_pending", amount=amount)
+    return (await resolve_many(conn, [resolution]))[0]
 
 
 async def void_pending(conn: AsyncConnection, id: str, pending_id: str) -> Outcome:
     """Release the pending transfer `pending_id`; refused if it was already resolved."""
-    return await _resolve(conn, id, pending_id, "void_pending", None)
+    resolution = Resolution(id=id, pending_id=pending_id, kind="void_pending")
+    return (await resolve_many(conn, [resolution]))[0]
 
 
-async def _resolve(
-    conn: AsyncConnection,
-    id: str,
-    pending_id: str,
-    kind: TransferKind,
-    amount: int | None,
-) -> Outcome:
-    _check_id(id)
-    held = await _transfer(conn, pending_id)
-    if held is None or held.kind != "pending":
-        raise LedgerError("no_such_pending", f"no pending transfer {pending_id!r}")
-    await _lock(conn, (held.debit_account, held.credit_account))
-    if kind == "void_pending" or amount is None:
-        amount = held.amount
-    elif not _positive(amount) or amount > held.amount:
+async def resolve_many(conn: AsyncConnection, resolutions: Sequence[Resolution]) -> list[Outcome]:
+    """Post or void pending transfers in order, as `post_pending` and `void_pending` would one
+    by one, in a few statements. Any refusal refuses the batch."""
+    for r in resolutions:
+        _check_id(r.id)
+    held = await _transfers(conn, [r.pending_id for r in resolutions])
+    for r in resolutions:
+        found = held.get(r.pending_id)
+        if found is None or found.kind != "pending":
+            raise LedgerError("no_such_pending", f"no pending transfer {r.pending_id!r}")
+    await _lock(conn, [a for t in held.values() for a in (t.debit_account, t.credit_account)])
+    wanted = [_resolving(r, held[r.pending_id]) for r in resolutions]
+    fresh, outcomes = await _new_only(conn, wanted)
+    pending_ids = [t.pending_id for t in fresh]
+    resolved = {
+        row.pending_id: row
+        for row in await conn.execute(
+            select(
+                ledger_transfers.c.id, ledger_transfers.c.kind, ledger_transfers.c.pending_id
+            ).where(ledger_transfers.c.pending_id.in_(pending_ids))
+        )
+    }
+    changes: dict[str, dict[str, int]] = {}
+    for t in fresh:
+        assert t.pending_id is not None
+        earlier = resolved.get(t.pending_id)
+        if earlier is not None:
+            raise LedgerError(
+                "pending_resolved",
+                f"pending transfer {t.pending_id!r} was already resolved by {earlier.id!r} "
+                f"({earlier.kind})",
+            )
+        resolved[t.pending_id] = t
+        amount = held[t.pending_id].amount
+        _add(changes, t.debit_account, "debits_pending", -amount)
+        _add(changes, t.credit_account, "credits_pending", -amount)
+        if t.kind == "post_pending":
+            _add(changes, t.debit_account, "debits_posted", t.amount)
+            _add(changes, t.credit_account, "credits_posted", t.amount)
+    await _record(conn, fresh, changes)
+    return outcomes
+
+
+def _resolving(r: Resolution, held: Transfer) -> Transfer:
+    amount = held.amount if r.kind == "void_pending" or r.amount is None else r.amount
+    if not _positive(amount) or amount > held.amount:
         raise LedgerError(
             "invalid_amount",
             f"a post must be a positive integer up to the pending {held.amount}, not {amount!r}",
         )
-    wanted = Transfer(
-        id=id,
-        kind=kind,
+    return Transfer(
+        id=r.id,
+        kind=r.kind,
         debit_account=held.debit_account,
         credit_account=held.credit_account,
         amount=amount,
         currency=held.currency,
-        pending_id=pending_id,
+        pending_id=r.pending_id,
     )
-    if await _recorded(conn, wanted):
-        return "exists"
-    resolved = (
-        await conn.execute(
-            select(ledger_transfers.c.id, ledger_transfers.c.kind).where(
-                ledger_transfers.c.pending_id == pending_id
-            )
-        )
-    ).first()
-    if resolved is not None:
-        raise LedgerError(
-            "pending_resolved",
-            f"pending transfer {pending_id!r} was already resolved by {resolved.id!r} "
-            f"({resolved.kind})",
-        )
-    changes: dict[str, dict[str, int]] = {
-        held.debit_account: {"debits_pending": -held.amount},
-        held.credit_account: {"credits_pending": -held.amount},
-    }
-    if kind == "post_pending":
-        changes[held.debit_account]["debits_posted"] = amount
-        changes[held.credit_account]["credits_posted"] = amount
-    await _record(conn, wanted, changes)
-    return "created"
+
+
+def _add(changes: dict[str, dict[str, int]], account: str, total: str, amount: int) -> None:
+    deltas = changes.setdefault(account, {})
+    deltas[total] = deltas.get(total, 0) + amount
 
 
 def _positive(amount: object) -> bool:
@@ -305,40 +360,56 @@ async def _lock(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, dict[str
     return found
 
 
-async def _transfer(conn: AsyncConnection, id: str) -> Transfer | None:
-    row = (await conn.execute(select(ledger_transfers).where(ledger_transfers.c.id == id))).first()
-    if row is None:
-        return None
-    return Transfer(**{k: getattr(row, k) for k in Transfer.__struct_fields__})
+async def _transfers(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Transfer]:
+    query = select(ledger_transfers).where(ledger_transfers.c.id.in_(sorted(set(ids))))
+    return {
+        row.id: Transfer(**{k: getattr(row, k) for k in Transfer.__struct_fields__})
+        for row in await conn.execute(query)
+    }
 
 
-async def _recorded(conn: AsyncConnection, wanted: Transfer) -> bool:
-    """True if `wanted` was recorded already; refused if its id holds another transfer."""
-    found = await _transfer(conn, wanted.id)
-    if found is None:
-        return False
-    if not found.same_as(wanted):
-        raise LedgerError(
-            "id_conflict",
-            f"transfer {wanted.id!r} exists with different fields (a {found.kind} of "
-            f"{found.amount} {found.currency} from {found.credit_account} to "
-            f"{found.debit_account})",
-        )
-    return True
+async def _new_only(
+    conn: AsyncConnection, wanted: Sequence[Transfer]
+) -> tuple[list[Transfer], list[Outcome]]:
+    """The transfers of `wanted` not recorded yet (the first of any id repeated in the batch),
+    and each one's outcome; refused if an id holds another transfer."""
+    seen = await _transfers(conn, [t.id for t in wanted])
+    fresh: list[Transfer] = []
+    outcomes: list[Outcome] = []
+    for t in wanted:
+        found = seen.get(t.id)
+        if found is None:
+            seen[t.id] = t
+            fresh.append(t)
+            outcomes.append("created")
+            continue
+        if not found.same_as(t):
+            raise LedgerError(
+                "id_conflict",
+                f"transfer {t.id!r} exists with different fields (a {found.kind} of "
+                f"{found.amount} {found.currency} from {found.credit_account} to "
+                f"{found.debit_account})",
+            )
+        outcomes.append("exists")
+    return fresh, outcomes
 
 
 async def _record(
-    conn: AsyncConnection, wanted: Transfer, changes: dict[str, dict[str, int]]
+    conn: AsyncConnection, fresh: Sequence[Transfer], changes: dict[str, dict[str, int]]
 ) -> None:
-    row = msgspec.structs.asdict(wanted)
-    row["ts_ns"] = time.time_ns()
-    await conn.execute(insert(ledger_transfers).values(**row))
-    for account, deltas in changes.items():
-        await conn.execute(
-            update(ledger_accounts)
-            .where(ledger_accounts.c.id == account)
-            .values({name: ledger_accounts.c[name] + delta for name, delta in deltas.items()})
-        )
+    if not fresh:
+        return
+    now = time.time_ns()
+    rows = [{**msgspec.structs.asdict(t), "ts_ns": now} for t in fresh]
+    await conn.execute(insert(ledger_transfers), rows)
+    for account in sorted(changes):
+        deltas = {name: delta for name, delta in changes[account].items() if delta}
+        if deltas:
+            await conn.execute(
+                update(ledger_accounts)
+                .where(ledger_accounts.c.id == account)
+                .values({name: ledger_accounts.c[name] + d for name, d in deltas.items()})
+            )
 
 
 async def balances(conn: AsyncConnection, ids: Iterable[str] | None = None) -> dict[str, Balance]:

@@ -336,3 +336,55 @@ ledger_transfers = Table(
 """Every transfer, immutable (append-only on PostgreSQL). `id` is the idempotency key. A
 `pending` transfer is resolved by one `post_pending` or `void_pending` transfer naming it in
 `pending_id` (unique, so never twice)."""
+
+# -- payouts and the KYC tier they need ----------------------------------------------------------
+
+payouts = Table(
+    "payouts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("request_key", Text, nullable=False),
+    Column("trader_id", Text, nullable=False),
+    Column("account_id", Text, nullable=False),
+    Column("period", Integer, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("gross", BigInteger, nullable=False),
+    Column("split_pct", Float, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("reasons", Text, nullable=False),
+    Column("checks", Text, nullable=False),
+    Column("destination", Text, nullable=False),
+    Column("device", Text, nullable=False),
+    Column("ip", Text, nullable=False),
+    Column("country", Text, nullable=False),
+    Column("rail", Text, nullable=True),
+    Column("fee", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("provider_ref", Text, nullable=True),
+    Column("reset", Integer, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+    UniqueConstraint("request_key", name="uq_payouts_request_key"),
+    Index("ix_payouts_status", "status", "created_ns"),
+    Index("ix_payouts_trader", "trader_id", "created_ns"),
+    Index("ix_payouts_destination", "destination"),
+    Index("ix_payouts_device", "device"),
+    Index("ix_payouts_ip", "ip"),
+)
+"""Payout requests (`actors/payouts.py`): `request_key` is the caller's idempotency key; amounts
+in minor units (`amount` to the trader, `gross` the profit it draws from the platform account,
+`fee` the rail's); `checks` the checklist as JSON; `reasons` the failed checks; `reset` 1 once
+the platform balance was reduced. At most one payout per account and `period` is not
+`rejected` (a partial unique index, in the migration)."""
+
+kyc_tiers = Table(
+    "kyc_tiers",
+    metadata,
+    Column("trader_id", Text, primary_key=True),
+    Column("tier", Text, nullable=False),
+    Column("requested", Text, nullable=True),
+    Column("updated_ns", BigInteger, nullable=False),
+)
+"""Each trader's verified KYC tier (`none`, `light`, `full`, `enhanced`) and the tier asked
+for, if an escalation is open (`ledger/kyc.py`)."""

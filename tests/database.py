@@ -28,6 +28,8 @@ LEDGER_TABLES = (
     "journal",
     "ledger_accounts",
     "ledger_transfers",
+    "payouts",
+    "kyc_tiers",
     "account_snapshots",
     "shard_checkpoints",
     "ingest_inbox",
