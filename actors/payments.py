@@ -50,8 +50,27 @@ class RailRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.fee_fixed + -(-amount * self.fee_bp // 10_000)
 
 
-_CARD_AND_WIRE = ("AT", "AU", "BE", "CA", "CH", "CZ", "DE", "ES", "FR", "GB", "IE", "IT", "NL")
-_CARD_AND_WIRE += ("PL", "PT", "SE", "US")
+_CARD_AND_WIRE: tuple[str, ...] = tuple(
+    [
+        "AT",
+        "AU",
+        "BE",
+        "CA",
+        "CH",
+        "CZ",
+        "DE",
+        "ES",
+        "FR",
+        "GB",
+        "IE",
+        "IT",
+        "NL",
+        "PL",
+        "PT",
+        "SE",
+        "US",
+    ]
+)
 
 DEFAULT_RAILS = (
     RailRule(countries=_CARD_AND_WIRE, max_amount=250_000, rail="card", fee_bp=150),

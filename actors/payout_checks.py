@@ -96,6 +96,7 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     split_pct: float
     gross: int  # minor units the payout draws from the platform account
     rail: RailRule | None
+    tier: Tier  # the trader's, when decided
     tier_needed: Tier
 
     @property
@@ -105,7 +106,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
 
 def cents_to_minor(cents: int, currency: str) -> int:
     """Account cents as minor units of `currency`, rounded down (never pays a fraction)."""
-    return cents * 10 ** exponent(currency) // 100
+    minor: int = cents * 10 ** exponent(currency) // 100
+    return minor
 
 
 def decide(
@@ -122,7 +124,7 @@ def decide(
     else held while KYC is short, else review if any other check failed, else approved."""
     terms = account.plan.payout if account is not None else None
     if account is None or registered is None or terms is None:
-        return _not_payable(request, account, registered, policy)
+        return _not_payable(request, account, registered, tier, policy)
     checks = _Checks(request, account, registered, earlier, terms, now_ns)
     country = registered.country
     paid_before = sum(e.amount for e in earlier if e.status is not Status.REJECTED)
@@ -158,6 +160,7 @@ def decide(
         split_pct=checks.split_pct,
         gross=checks.gross(),
         rail=rail,
+        tier=tier,
         tier_needed=needed,
     )
 
@@ -175,6 +178,7 @@ def _not_payable(
     request: Request,
     account: AccountFacts | None,
     registered: Registered | None,
+    tier: Tier,
     policy: PayoutPolicy,
 ) -> Decision:
     if registered is None:
@@ -190,6 +194,7 @@ def _not_payable(
         split_pct=0.0,
         gross=0,
         rail=None,
+        tier=tier,
         tier_needed=policy.kyc_tier,
     )
 

@@ -33,9 +33,9 @@ from actors.events import DomainEvent
 from actors.hub import encode_published
 from actors.market import Quote
 from actors.metrics import ShardMetrics
+from actors.payout_checks import AccountFacts
 from actors.plans import Plan
 from actors.risk import RiskFeed
-from actors.payout_checks import AccountFacts
 from actors.shard import AccountView, Money, ShardCore, ShardStats, floating_of
 from bridge.codec import decode_event_batch, encode_batch
 from bridge.commands import AnyPlatformCommand, DisableTrading, EnableTrading

@@ -19,7 +19,7 @@ from api.admin.follower import Follower, FollowerConfig
 from api.auth import Tokens
 from api.endpoints import Endpoint, errors, install
 from api.problems import problem as problem  # re-exported for the ingestion routes
-from api.services import ENGINE, SUPERVISOR, TOKENS, Operator, Supervisor
+from api.services import ENGINE, PAYOUTS, SUPERVISOR, TOKENS, Operator, Supervisor
 from api.stream import (
     STREAM,
     StreamConfig,
@@ -48,6 +48,7 @@ def endpoints() -> list[Endpoint]:
         accounts,
         audit,
         leads,
+        payouts,
         plans,
         purchases,
         reports,
@@ -57,7 +58,9 @@ def endpoints() -> list[Endpoint]:
         traders,
     )
 
-    modules = (system, plans, traders, leads, purchases, accounts, timeline, reports, risk, audit)
+    modules = (
+        system, plans, traders, leads, purchases, accounts, payouts, timeline, reports, risk, audit
+    )  # fmt: skip
     return [endpoint for module in modules for endpoint in module.ENDPOINTS]
 
 
@@ -79,17 +82,21 @@ def create_app(
     follow: FollowerConfig | None = None,
     hub: Any = None,
     stream: StreamConfig | None = None,
+    payouts: Any = None,
 ) -> web.Application:
     """The HTTP app over a running supervisor and its database. With `follow`, it also runs
     the registry follower (phase outcomes, provisioning retries) while it serves. With `hub`
     (the risk hub's actor handle), it follows the hub and serves the risk stream
-    (`/api/v1/stream`) and the live risk page (`/risk/`)."""
+    (`/api/v1/stream`) and the live risk page (`/risk/`). With `payouts` (the payout
+    supervisor's actor handle), it serves the payout endpoints."""
     from api.openapi import document
 
     app = web.Application(middlewares=[errors])
     app[SUPERVISOR] = supervisor
     app[ENGINE] = engine
     app[TOKENS] = tokens or Tokens(engine)
+    if payouts is not None:
+        app[PAYOUTS] = payouts
     declared = endpoints()
     install(app, declared)
     app[OPENAPI] = document(declared, title=API_TITLE, version=API_VERSION)

@@ -54,6 +54,11 @@ class Permission(enum.StrEnum):
     RISK_READ = "risk:read"  # the risk stream, exposure, alerts, alert rules, the calendar
     ALERTS_ACKNOWLEDGE = "alerts:acknowledge"
     RISK_CONFIGURE = "risk:configure"  # alert rules and the economic calendar
+    PAYOUTS_REQUEST = "payouts:request"  # the trader-facing backend asks for a payout
+    PAYOUTS_READ = "payouts:read"
+    PAYOUTS_REVIEW = "payouts:review"  # approve or reject a payout in review
+    KYC_READ = "kyc:read"
+    KYC_WRITE = "kyc:write"  # record a trader's verified tier
 
 
 _P = Permission
@@ -85,10 +90,20 @@ MATRIX: dict[Role, frozenset[Permission]] = {
             _P.ACCOUNTS_PROVISION,
             _P.TIMELINE_READ,
             _P.REPORTS_COHORTS,
+            _P.PAYOUTS_REQUEST,
+            _P.PAYOUTS_READ,
         }
     ),
     Role.FINANCE: frozenset(
-        {*_EVERYONE_READS, _P.PURCHASES_READ, _P.REPORTS_TRANSACTIONS, _P.REPORTS_COHORTS}
+        {
+            *_EVERYONE_READS,
+            _P.PURCHASES_READ,
+            _P.REPORTS_TRANSACTIONS,
+            _P.REPORTS_COHORTS,
+            _P.PAYOUTS_READ,
+            _P.PAYOUTS_REVIEW,
+            _P.KYC_READ,
+        }
     ),
     Role.COMPLIANCE: frozenset(
         {
@@ -97,9 +112,14 @@ MATRIX: dict[Role, frozenset[Permission]] = {
             _P.TIMELINE_READ,
             _P.REPORTS_TRANSACTIONS,
             _P.AUDIT_READ,
+            _P.PAYOUTS_READ,
+            _P.KYC_READ,
+            _P.KYC_WRITE,
         }
     ),
-    Role.SUPPORT: frozenset({*_EVERYONE_READS, _P.PURCHASES_READ, _P.TIMELINE_READ}),
+    Role.SUPPORT: frozenset(
+        {*_EVERYONE_READS, _P.PURCHASES_READ, _P.TIMELINE_READ, _P.PAYOUTS_READ, _P.KYC_READ}
+    ),
     Role.AFFILIATE_MANAGER: frozenset({*_EVERYONE_READS, _P.LEADS_READ, _P.REPORTS_COHORTS}),
 }
 """Every role's permissions. `docs/security.md` shows this table (a test keeps them equal)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,3 +45,5 @@ class Operator(Supervisor, Protocol):
 ENGINE = web.AppKey("engine", AsyncEngine)
 TOKENS = web.AppKey("tokens", Tokens)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+PAYOUTS: web.AppKey[Any] = web.AppKey("payouts")
+"""The payout supervisor's actor handle (`actors/payouts.py`), when the app has one."""

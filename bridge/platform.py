@@ -25,6 +25,10 @@ DONE = 0
 (MetaTrader retcodes, cTrader error codes...) and means it did not."""
 
 
+class _Numbered(msgspec.Struct):
+    deal_id: Any = None
+
+
 class PlatformError(Exception):
     """A request the platform did not carry out as a whole."""
 
@@ -302,9 +306,17 @@ class SimulatorServer:
         return msgspec.structs.replace(self.sim.report(), rate_limited=self.rate_limited)
 
     async def inject(self, raw: Sequence[bytes]) -> None:
-        """Queue raw messages as if the server had sent them (fault injection)."""
+        """Queue raw messages as if the server had sent them (fault injection). A message's
+        `deal_id` counts as the server's own: its next deals are numbered above it, as a
+        platform numbering every deal in one sequence would."""
         for message in raw:
             self.sim.outbox.append((0, message))
+            try:
+                deal_id = msgspec.json.decode(message, type=_Numbered).deal_id
+            except msgspec.DecodeError:  # malformed on purpose: the bridge must reject it
+                continue
+            if isinstance(deal_id, int):
+                self.sim.deal_seq = max(self.sim.deal_seq, deal_id)
 
     async def _request(self, work: Callable[[], T]) -> T | Failure:
         """A command or query: through the rate limit and the faults, then `work`."""

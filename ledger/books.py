@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from sqlalchemy import func, insert, select, update
@@ -278,7 +278,7 @@ async def resolve_many(conn: AsyncConnection, resolutions: Sequence[Resolution])
     wanted = [_resolving(r, held[r.pending_id]) for r in resolutions]
     fresh, outcomes = await _new_only(conn, wanted)
     pending_ids = [t.pending_id for t in fresh]
-    resolved = {
+    resolved: dict[str, Any] = {
         row.pending_id: row
         for row in await conn.execute(
             select(

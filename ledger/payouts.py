@@ -150,11 +150,11 @@ async def sharing(
 ) -> list[Signal]:
     """Earlier payouts (any status) that used one of these destinations, devices or IPs."""
     c = payouts.c
-    clauses = [
-        column.in_(sorted(set(values) - {""}))
+    wanted = [
+        (column, sorted(set(values) - {""}))
         for column, values in ((c.destination, destinations), (c.device, devices), (c.ip, ips))
-        if set(values) - {""}
     ]
+    clauses = [column.in_(values) for column, values in wanted if values]
     if not clauses:
         return []
     query = select(c.trader_id, c.destination, c.device, c.ip).where(or_(*clauses)).distinct()

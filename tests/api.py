@@ -66,12 +66,19 @@ async def serve(
     supervisor: Supervisor | None = None,
     follow: FollowerConfig | None = None,
     hub: Any = None,
+    payouts: Any = None,
 ) -> AsyncIterator[Api]:
     """The app on 127.0.0.1, a free port, with one token per role (named after the role);
     with `follow`, the registry follower runs too; with `hub`, the risk stream."""
     async with engine.begin() as conn:
         tokens = {role: (await create_token(conn, role.value, role)).token for role in Role}
-    app = create_app(supervisor or NoSupervisor(), engine, follow=follow, hub=hub)  # type: ignore[arg-type]
+    app = create_app(
+        supervisor or NoSupervisor(),  # type: ignore[arg-type]
+        engine,
+        follow=follow,
+        hub=hub,
+        payouts=payouts,
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -1,0 +1,837 @@
+"""The payout supervisor: decides payout requests against the written checklist, pays the
+approved ones through the payment provider, and keeps the books.
+
+Requests are decided in batches (group commit): the requests that arrive while one batch is
+being decided form the next. For a batch it asks each shard once for its accounts' state, reads
+the registry, the earlier payouts, the KYC tiers and the shared-signal matches in one query
+each, decides every request in arrival order (a request sees the ones before it in the batch),
+and writes the payouts, their ledger transfers and audit records in one transaction. Only then
+are the callers answered, so an answer is never lost to a crash: a caller whose supervisor died
+is retried by Ray (`max_task_retries=-1`) against the restarted one, which finds the payout by
+its request key or decides it then.
+
+Lifecycle (`docs/payouts.md`): `held` (KYC short; the KYC tier is asked for) | `review` |
+`approved` | `rejected`; approved -> `sent` (ledger: pending transfer from payable to the rail's
+cash) -> `settled` (posted, the platform balance reduced through the bridge's balance lane) or
+`failed` (voided; sent again after `retry_s`, up to `max_attempts`, then back to review).
+
+The supervisor keeps what is unfinished in memory and every step in the database (the payout
+row and an audit record); on start it reloads the unfinished payouts and carries each on from
+the step it reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import msgspec
+import ray
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from actors.payments import (
+    PaymentOrder,
+    PaymentProvider,
+    PaymentRefused,
+    PaymentUpdate,
+    PayoutPolicy,
+    ProviderConfig,
+    SimulatedProvider,
+)
+from actors.payout_checks import AccountFacts, Decision, Earlier, Registered, Request, decide
+from actors.router import Router
+from api.money import exponent
+from bridge.codec import encode_batch
+from bridge.commands import OperateBalance
+from bridge.events import BalanceKind
+from bridge.liveness import Pulse, pulse
+from bridge.platform import DONE
+from ledger import audit, books, kyc
+from ledger import payouts as store
+from ledger.audit import AuditRecord
+from ledger.database import create_engine
+from ledger.payouts import Payout, Status
+from ledger.schema import accounts, traders
+
+log = logging.getLogger(__name__)
+
+
+class PayoutConfig(msgspec.Struct, frozen=True, kw_only=True):
+    policy: PayoutPolicy = PayoutPolicy()
+    provider: ProviderConfig = ProviderConfig()
+    batch_wait_s: float = 0.002  # gather the requests arriving this long after the first
+    max_batch: int = 2_000
+    recheck_s: float = 2.0  # how often held payouts are checked against KYC again
+    reset_timeout_s: float = 30.0  # how long a platform balance reset waits for the bridge
+
+
+class Desk(msgspec.Struct, kw_only=True):
+    """Per platform connection, its shards (with their router) and its bridge worker."""
+
+    shards: dict[str, list[Any]]
+    routers: dict[str, Router]
+    workers: dict[str, Any]
+
+
+def desk_of(runtime: Any) -> Desk:
+    """The desk of a started `actors.runtime.Runtime`."""
+    cells = runtime.cells.values()
+    return Desk(
+        shards={c.connection: c.shards for c in cells},
+        routers=dict(runtime.routers),
+        workers={c.connection: c.worker for c in cells},
+    )
+
+
+class Who(msgspec.Struct, frozen=True, kw_only=True):
+    """Who takes a step, for its audit record."""
+
+    actor: str
+    role: str
+    request_id: str = ""
+
+
+SUPERVISOR = Who(actor="payout-supervisor", role="system")
+
+
+class PayoutError(Exception):
+    """A step refused (the payout is unknown, or not in a state that allows it)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[PayoutError], tuple[str, str]]:
+        return type(self), (self.code, self.detail)
+
+
+class _Pending(msgspec.Struct):
+    request: Request
+    future: asyncio.Future[Payout]
+
+
+class PayoutSupervisor:
+    def __init__(
+        self,
+        database_url: str,
+        desk: Desk,
+        config: PayoutConfig | None = None,
+        provider: PaymentProvider | None = None,
+    ) -> None:
+        self.engine = create_engine(database_url)
+        self.desk = desk
+        self.config = config or PayoutConfig()
+        self.policy = self.config.policy
+        self.provider = provider or SimulatedProvider(self.config.provider, self.payment_update)
+        self.inbox: list[_Pending] = []
+        self.arrived = asyncio.Event()
+        self.updates: list[PaymentUpdate] = []
+        self.updated = asyncio.Event()
+        self.open: dict[str, Payout] = {}  # unfinished payouts, by id
+        self.held_at: dict[str, kyc.Tier] = {}  # a held payout's trader's tier when held
+        self.writing = asyncio.Lock()  # one state change at a time (batches keep it short)
+        self.currencies: set[str] = set()  # whose chart of accounts is open
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.loops: list[asyncio.Task[None]] = []
+        self.recovered: asyncio.Task[None] | None = None
+
+    # -- life -------------------------------------------------------------------------------------
+
+    async def ready(self) -> int:
+        """Recover (once) and start working; how many unfinished payouts were reloaded."""
+        if self.recovered is None:
+            self.recovered = asyncio.create_task(self._recover())
+        await asyncio.shield(self.recovered)
+        return len(self.open)
+
+    async def _recover(self) -> None:
+        async with self.engine.connect() as conn:
+            found = await store.unfinished(conn)
+        self.open = {p.id: p for p in found}
+        self.loops = [
+            asyncio.create_task(self._decide_forever()),
+            asyncio.create_task(self._resolve_forever()),
+            asyncio.create_task(self._recheck_forever()),
+        ]
+        approved = [p for p in found if p.status is Status.APPROVED]
+        sent = [p for p in found if p.status is Status.SENT]
+        failed = [p for p in found if p.status is Status.FAILED]
+        unreset = [p for p in found if p.status is Status.SETTLED and not p.reset]
+        if found:
+            log.info(
+                "payouts recovered: %d unfinished (%d approved, %d sent, %d failed, %d to reset)",
+                len(found), len(approved), len(sent), len(failed), len(unreset),
+            )  # fmt: skip
+        self._spawn(self._send(approved))
+        self._spawn(self._order(sent))  # the provider knows a reference it has seen
+        for payout in failed:
+            self._spawn(self._retry_later(payout.id, 0.0))
+        for payout in unreset:
+            self._spawn(self._reset(payout.id))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("payout step failed", exc_info=task.exception())
+
+    async def ping(self) -> Pulse:
+        return pulse()
+
+    async def close(self) -> None:
+        for task in [*self.loops, *self.tasks]:
+            task.cancel()
+        await asyncio.gather(*self.loops, *self.tasks, return_exceptions=True)
+        await self.provider.close()
+        await self.engine.dispose()
+
+    async def idle(self, timeout_s: float = 30.0) -> bool:
+        """Wait until nothing is in flight: no request undecided, no payment unanswered, no
+        retry or platform reset due (held and review payouts wait for people, not for us)."""
+        await self.ready()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            busy = self.inbox or self.updates or self.tasks or any(
+                p.status in (Status.APPROVED, Status.SENT, Status.FAILED)
+                or (p.status is Status.SETTLED and not p.reset)
+                for p in self.open.values()
+            )  # fmt: skip
+            if not busy:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    async def submit(self, request: Request) -> Payout:
+        """Decide a payout request (the same `key` again answers the payout it made)."""
+        await self.ready()
+        future: asyncio.Future[Payout] = asyncio.get_running_loop().create_future()
+        self.inbox.append(_Pending(request, future))
+        self.arrived.set()
+        return await future
+
+    async def _decide_forever(self) -> None:
+        while True:
+            await self.arrived.wait()
+            await asyncio.sleep(self.config.batch_wait_s)
+            batch = self.inbox[: self.config.max_batch]
+            del self.inbox[: len(batch)]
+            if not self.inbox:
+                self.arrived.clear()
+            try:
+                await self._decide(batch)
+            except Exception as exc:
+                log.exception("deciding %d payout requests failed", len(batch))
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(
+                            PayoutError("unavailable", f"the request could not be decided: {exc}")
+                        )
+
+    async def _decide(self, batch: list[_Pending]) -> None:
+        waiting: dict[str, list[asyncio.Future[Payout]]] = defaultdict(list)
+        first: dict[str, Request] = {}
+        for pending in batch:
+            waiting[pending.request.key].append(pending.future)
+            first.setdefault(pending.request.key, pending.request)
+        async with self.writing:
+            async with self.engine.connect() as conn:
+                done = await store.by_keys(conn, first)
+            fresh = [r for key, r in first.items() if key not in done]
+            made = await self._evaluate(fresh)
+            async with self.engine.begin() as conn:
+                await self._record_decisions(conn, made, {r.key: r.request_id for r in fresh})
+        for payout, _ in made:
+            done[payout.request_key] = payout
+            if payout.status not in (Status.REJECTED,):
+                self.open[payout.id] = payout
+        for key, futures in waiting.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(done[key])
+        approved = [p for p, _ in made if p.status is Status.APPROVED]
+        if approved:
+            self._spawn(self._send(approved))
+
+    async def _evaluate(
+        self, requests: list[Request], exclude: frozenset[str] = frozenset()
+    ) -> list[tuple[Payout, Decision]]:
+        """Gather every fact the batch needs, then decide each request in order (payouts in
+        `exclude` are the ones being decided again: they are not their own earlier payout)."""
+        if not requests:
+            return []
+        ids = {r.account_id for r in requests}
+        async with self.engine.connect() as conn:
+            registered = await _registered(conn, ids)
+            earlier = await store.of_accounts(conn, ids)
+            tiers = await kyc.tiers(conn, {r.trader_id for r in registered.values()})
+            signals = await store.sharing(
+                conn,
+                (r.destination for r in requests),
+                (r.device for r in requests),
+                (r.ip for r in requests),
+            )
+        facts = await self._facts(registered)
+        history: dict[str, list[Earlier]] = defaultdict(list)
+        for p in earlier:
+            if p.id not in exclude:
+                history[p.account_id].append(_earlier(p))
+        seen = [(s.trader_id, s.destination, s.device, s.ip) for s in signals]
+        now = time.time_ns()
+        made = []
+        for request in requests:
+            row = registered.get(request.account_id)
+            trader = row.trader_id if row is not None else ""
+            decision = decide(
+                request,
+                facts.get(request.account_id),
+                row,
+                history[request.account_id],
+                tiers.get(trader, kyc.Tier.NONE),
+                _shared(request, trader, seen),
+                self.policy,
+                now,
+            )
+            payout = _payout(request, row, decision, now)
+            made.append((payout, decision))
+            seen.append((trader, request.destination, request.device, request.ip))
+            if payout.status is not Status.REJECTED:
+                history[request.account_id].append(_earlier(payout))
+        return made
+
+    async def _facts(self, registered: dict[str, Registered]) -> dict[str, AccountFacts]:
+        by_shard: dict[tuple[str, int], list[str]] = defaultdict(list)
+        for row in registered.values():
+            router = self.desk.routers.get(row.connection)
+            if router is not None:
+                by_shard[(row.connection, router.shard_of(row.account_id))].append(row.account_id)
+        asked = [
+            self.desk.shards[connection][index].payout_facts.remote(ids)
+            for (connection, index), ids in by_shard.items()
+        ]
+        found: dict[str, AccountFacts] = {}
+        for part in await asyncio.gather(*asked):
+            found.update(part)
+        return found
+
+    async def _record_decisions(
+        self,
+        conn: AsyncConnection,
+        made: list[tuple[Payout, Decision]],
+        request_ids: dict[str, str],
+    ) -> None:
+        await store.insert(conn, [p for p, _ in made])
+        records = []
+        moves = []
+        for payout, decision in made:
+            who = Who(actor=SUPERVISOR.actor, role=SUPERVISOR.role)
+            who = msgspec.structs.replace(who, request_id=request_ids.get(payout.request_key, ""))
+            records.append(_record(payout, "payout.request", who, after=_summary(payout)))
+            records.append(_decided(payout, who))
+            if payout.status is Status.HELD:
+                self.held_at[payout.id] = decision.tier
+            if payout.status is Status.APPROVED:
+                moves.append(_accrual(payout))
+            elif payout.status is Status.HELD:
+                await kyc.request(conn, payout.trader_id, decision.tier_needed)
+        await self._books(conn, {p.currency for p, _ in made if p.status is Status.APPROVED})
+        if moves:
+            await books.transfer_many(conn, moves)
+        await audit.append(conn, records)
+
+    async def _books(self, conn: AsyncConnection, currencies: set[str]) -> None:
+        for currency in sorted(currencies - self.currencies):
+            await books.open_accounts(conn, books.chart(currency))
+            self.currencies.add(currency)
+
+    # -- people: finance's review, KYC's verdict --------------------------------------------------
+
+    async def review(self, payout_id: str, approve: bool, reason: str, who: Who) -> Payout:
+        """Finance approves or rejects a payout in review, with a reason (audited)."""
+        await self.ready()
+        async with self.writing:
+            payout = self.open.get(payout_id)
+            if payout is None or payout.status is not Status.REVIEW:
+                raise await self._not_in_review(payout_id, payout)
+            status = Status.APPROVED if approve else Status.REJECTED
+            after = msgspec.structs.replace(payout, status=status, updated_ns=time.time_ns())
+            # Approval owes the trader the amount; a rejection after payments failed (the
+            # amount was owed since its first approval) takes the debt back.
+            moves = [_accrual(after)] if approve else [_reversal(after)][: payout.attempts]
+            action = "payout.approve" if approve else "payout.reject"
+            record = _record(
+                after, action, who, _summary(payout), _summary(after) | {"reason": reason}
+            )
+            await self._commit([after], moves=moves, records=[record])
+        if approve:
+            self._spawn(self._send([after]))
+        return after
+
+    async def _not_in_review(self, payout_id: str, payout: Payout | None) -> PayoutError:
+        if payout is None:
+            async with self.engine.connect() as conn:
+                payout = await store.load(conn, payout_id)
+        if payout is None:
+            return PayoutError("not_found", f"no payout {payout_id!r}")
+        return PayoutError("conflict", f"payout {payout_id} is {payout.status.value}, not review")
+
+    async def kyc_changed(self, trader_id: str) -> list[Payout]:
+        """Decide again the trader's payouts held for KYC (after a verification)."""
+        await self.ready()
+        held = [
+            p for p in self.open.values() if p.status is Status.HELD and p.trader_id == trader_id
+        ]
+        return await self._redecide(held)
+
+    async def _recheck_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.recheck_s)
+            held = [p for p in self.open.values() if p.status is Status.HELD]
+            if not held:
+                continue
+            try:
+                async with self.engine.connect() as conn:
+                    tiers = await kyc.tiers(conn, {p.trader_id for p in held})
+                due = [
+                    p
+                    for p in held
+                    if tiers[p.trader_id].rank > self.held_at.get(p.id, kyc.Tier.NONE).rank
+                ]
+                await self._redecide(due)
+            except Exception:
+                log.exception("re-checking held payouts failed")
+
+    async def _redecide(self, held: list[Payout]) -> list[Payout]:
+        """Run the checklist again for held payouts, each keeping its id and request."""
+        if not held:
+            return []
+        async with self.writing:
+            held = [p for p in held if self.open.get(p.id) is p and p.status is Status.HELD]
+            requests = [_request_of(p) for p in held]
+            made = await self._evaluate(requests, frozenset(p.id for p in held))
+            changed = []
+            records = []
+            moves = []
+            for payout, (fresh, decision) in zip(held, made, strict=True):
+                self.held_at[payout.id] = decision.tier
+                kept = {"id", "request_key", "created_ns", "attempts", "provider_ref", "reset"}
+                after = msgspec.structs.replace(
+                    fresh, **{name: getattr(payout, name) for name in kept}
+                )
+                changed.append(after)
+                records.append(_decided(after, SUPERVISOR, before=_summary(payout)))
+                if after.status is Status.APPROVED:
+                    moves.append(_accrual(after))
+            await self._commit(changed, moves=moves, records=records)
+        approved = [p for p in changed if p.status is Status.APPROVED]
+        if approved:
+            self._spawn(self._send(approved))
+        return changed
+
+    # -- money out --------------------------------------------------------------------------------
+
+    async def _send(self, approved: Sequence[Payout]) -> None:
+        """Hold each payout's amount and fee as pending transfers to its rail's cash, mark it
+        sent (one transaction), then give the orders to the provider."""
+        if not approved:
+            return
+        async with self.writing:
+            now = time.time_ns()
+            ready = []
+            records = []
+            moves = []
+            for given in approved:
+                payout = self.open.get(given.id)
+                if payout is None or payout.status not in (Status.APPROVED, Status.FAILED):
+                    continue
+                after = msgspec.structs.replace(
+                    payout, status=Status.SENT, attempts=payout.attempts + 1, updated_ns=now
+                )
+                ready.append(after)
+                moves += _sending(after)
+                records.append(
+                    _record(after, "payout.send", SUPERVISOR, _summary(payout), _summary(after))
+                )
+            if ready:
+                await self._commit(ready, moves=moves, records=records)
+        await self._order(ready)
+
+    async def _order(self, sent: Sequence[Payout]) -> None:
+        async def one(payout: Payout) -> None:
+            order = PaymentOrder(
+                reference=payout.reference,
+                rail=payout.rail or "",
+                amount=payout.amount,
+                currency=payout.currency,
+                destination=payout.destination,
+            )
+            try:
+                await self.provider.send(order)
+            except PaymentRefused as exc:
+                update = PaymentUpdate(
+                    reference=order.reference,
+                    provider_ref="",
+                    status="failed",
+                    reason=f"refused: {exc}",
+                    ts_ns=time.time_ns(),
+                )
+                await self.payment_update(update)
+
+        await asyncio.gather(*(one(p) for p in sent))
+
+    async def payment_update(self, update: PaymentUpdate) -> None:
+        """A provider's webhook. Duplicates, late ones (a superseded attempt) and ones for
+        payouts already resolved change nothing."""
+        await self.ready()
+        self.updates.append(update)
+        self.updated.set()
+
+    async def _resolve_forever(self) -> None:
+        while True:
+            await self.updated.wait()
+            await asyncio.sleep(self.config.batch_wait_s)
+            batch, self.updates = self.updates, []
+            self.updated.clear()
+            try:
+                await self._resolve(batch)
+            except Exception:
+                log.exception("applying %d payment updates failed; kept for a retry", len(batch))
+                self.updates[:0] = batch
+                await asyncio.sleep(1.0)
+                self.updated.set()
+
+    async def _resolve(self, batch: list[PaymentUpdate]) -> None:
+        async with self.writing:
+            mine: dict[str, tuple[Payout, PaymentUpdate]] = {}
+            for update in batch:
+                payout = self.open.get(update.reference.rsplit(":", 1)[0])
+                # resolved already, not ours, or an earlier attempt's late webhook: ignored
+                if (
+                    payout is not None
+                    and payout.status is Status.SENT
+                    and payout.reference == update.reference
+                ):
+                    mine.setdefault(payout.id, (payout, update))
+            resolutions: list[books.Resolution] = []
+            records = []
+            changed = []
+            for payout, update in mine.values():
+                after, moves = self._answered(payout, update)
+                changed.append(after)
+                resolutions += moves
+                action = "payout.settle" if update.status == "settled" else "payout.fail"
+                note = {"provider": update.status, "reason": update.reason}
+                records.append(
+                    _record(after, action, SUPERVISOR, _summary(payout), _summary(after) | note)
+                )
+            if changed:
+                await self._commit(changed, resolutions=resolutions, records=records)
+        for payout in changed:
+            if payout.status is Status.SETTLED:
+                self._spawn(self._reset(payout.id))
+            elif payout.status is Status.FAILED:
+                self._spawn(self._retry_later(payout.id, self.policy.retry_s))
+
+    def _answered(
+        self, payout: Payout, update: PaymentUpdate
+    ) -> tuple[Payout, list[books.Resolution]]:
+        """The payout after the provider's answer, and the resolutions of its pending
+        transfers (posted if it settled, voided if it failed)."""
+        settled = update.status == "settled"
+        kind: Literal["post_pending", "void_pending"] = (
+            "post_pending" if settled else "void_pending"
+        )
+        after = msgspec.structs.replace(
+            payout,
+            provider_ref=update.provider_ref or payout.provider_ref,
+            updated_ns=time.time_ns(),
+        )
+        if settled:
+            after.status = Status.SETTLED
+        elif payout.attempts >= self.policy.max_attempts:
+            after.status = Status.REVIEW
+            after.reasons = [*payout.reasons, "payment_failed"]
+        else:
+            after.status = Status.FAILED
+        moves = [
+            books.Resolution(id=f"{t.id}:{kind}", pending_id=t.id, kind=kind)
+            for t in _sending(payout)
+        ]
+        return after, moves
+
+    async def _commit(
+        self,
+        changed: Sequence[Payout],
+        *,
+        moves: Sequence[books.Move] = (),
+        resolutions: Sequence[books.Resolution] = (),
+        records: Sequence[AuditRecord] = (),
+    ) -> None:
+        """Write changed payouts with their transfers and audit records in one transaction,
+        then (only then) take them as the payouts' state in memory (hold `writing`)."""
+        async with self.engine.begin() as conn:
+            for payout in changed:
+                await store.save(conn, payout)
+            if moves:
+                await self._books(conn, {m.debit.rsplit(":", 1)[1] for m in moves})
+                await books.transfer_many(conn, moves)
+            if resolutions:
+                await books.resolve_many(conn, resolutions)
+            await audit.append(conn, records)
+        for payout in changed:
+            if payout.status is Status.REJECTED or (
+                payout.status is Status.SETTLED and payout.reset
+            ):
+                self.open.pop(payout.id, None)
+                self.held_at.pop(payout.id, None)
+            else:
+                self.open[payout.id] = payout
+
+    async def _retry_later(self, payout_id: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        payout = self.open.get(payout_id)
+        if payout is not None and payout.status is Status.FAILED:
+            await self._send([payout])
+
+    async def _reset(self, payout_id: str) -> None:
+        """Take the payout's gross profit off the platform account (the bridge's balance lane),
+        once: the command id is the payout's, so a resend is the same operation."""
+        payout = self.open.get(payout_id)
+        if payout is None or payout.reset:
+            return
+        delay_s = 1.0
+        while True:
+            try:
+                await self._withdraw(payout)
+                break
+            except Exception as exc:
+                log.warning("balance reset of %s failed (%s); trying again", payout.id, exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 60.0)
+        async with self.writing:
+            after = msgspec.structs.replace(payout, reset=True, updated_ns=time.time_ns())
+            note = {"withdrawn": payout.gross}
+            record = _record(
+                after, "payout.balance_reset", SUPERVISOR, _summary(payout), _summary(after) | note
+            )
+            await self._commit([after], records=[record])
+
+    async def _withdraw(self, payout: Payout) -> None:
+        async with self.engine.connect() as conn:
+            connection = await conn.scalar(
+                select(accounts.c.connection).where(accounts.c.id == payout.account_id)
+            )
+        worker = self.desk.workers.get(connection or "")
+        if worker is None:
+            raise RuntimeError(f"no bridge for connection {connection!r}")
+        command = OperateBalance(
+            command_id=f"{payout.id}:reset",
+            account_id=payout.account_id,
+            kind=BalanceKind.WITHDRAWAL,
+            amount_cents=payout.gross * 100 // 10 ** exponent(payout.currency),
+            comment=f"payout {payout.id}",
+        )
+        codes: list[int] = await asyncio.wait_for(
+            worker.execute.remote(encode_batch([command])), self.config.reset_timeout_s
+        )
+        if codes[0] != DONE:
+            raise RuntimeError(f"the platform refused the withdrawal: code {codes[0]}")
+
+
+# -- rows, records, transfers ----------------------------------------------------------------------
+
+
+async def _registered(conn: AsyncConnection, ids: set[str]) -> dict[str, Registered]:
+    query = (
+        select(
+            accounts.c.id,
+            accounts.c.trader_id,
+            accounts.c.status,
+            accounts.c.connection,
+            accounts.c.created_ns,
+            traders.c.country,
+        )
+        .join(traders, traders.c.id == accounts.c.trader_id)
+        .where(accounts.c.id.in_(sorted(ids)))
+    )
+    return {
+        row.id: Registered(
+            account_id=row.id,
+            trader_id=row.trader_id,
+            status=row.status,
+            connection=row.connection,
+            created_ns=row.created_ns,
+            country=row.country,
+        )
+        for row in await conn.execute(query)
+    }
+
+
+def _shared(
+    request: Request, trader: str, seen: list[tuple[str, str, str, str]]
+) -> dict[str, list[str]]:
+    """Other traders who used this request's destination, device or IP."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for other, destination, device, ip in seen:
+        if other == trader:
+            continue
+        for kind, mine, theirs in (
+            ("destination", request.destination, destination),
+            ("device", request.device, device),
+            ("ip", request.ip, ip),
+        ):
+            if mine and mine == theirs:
+                found[kind].add(other)
+    return {kind: sorted(traders) for kind, traders in found.items()}
+
+
+def _payout(request: Request, row: Registered | None, decision: Decision, now: int) -> Payout:
+    rail = decision.rail
+    return Payout(
+        id="po_" + secrets.token_hex(8),
+        request_key=request.key,
+        trader_id=row.trader_id if row is not None else "",
+        account_id=request.account_id,
+        period=decision.period,
+        currency=request.currency,
+        amount=request.amount,
+        gross=decision.gross,
+        split_pct=decision.split_pct,
+        status=decision.outcome,
+        reasons=decision.reasons,
+        checks=decision.checks,
+        destination=request.destination,
+        device=request.device,
+        ip=request.ip,
+        country=row.country if row is not None else "",
+        rail=rail.rail if rail is not None else None,
+        fee=rail.fee(request.amount) if rail is not None else 0,
+        attempts=0,
+        provider_ref=None,
+        reset=False,
+        created_ns=now,
+        updated_ns=now,
+    )
+
+
+def _request_of(payout: Payout) -> Request:
+    return Request(
+        key=payout.request_key,
+        account_id=payout.account_id,
+        amount=payout.amount,
+        currency=payout.currency,
+        destination=payout.destination,
+        device=payout.device,
+        ip=payout.ip,
+    )
+
+
+def _earlier(payout: Payout) -> Earlier:
+    return Earlier(
+        id=payout.id,
+        period=payout.period,
+        status=payout.status,
+        amount=payout.amount,
+        created_ns=payout.created_ns,
+    )
+
+
+def _accrual(payout: Payout) -> books.Move:
+    """Approval: the firm owes the trader the amount (expense against payable)."""
+    c = payout.currency
+    return books.Move(
+        id=f"{payout.id}:accrue",
+        debit=f"payouts:expense:{c}",
+        credit=f"payouts:payable:{c}",
+        amount=payout.amount,
+        reference=payout.id,
+    )
+
+
+def _reversal(payout: Payout) -> books.Move:
+    """A rejection after approval: the amount is no longer owed."""
+    c = payout.currency
+    return books.Move(
+        id=f"{payout.id}:reverse",
+        debit=f"payouts:payable:{c}",
+        credit=f"payouts:expense:{c}",
+        amount=payout.amount,
+        reference=payout.id,
+    )
+
+
+def _sending(payout: Payout) -> list[books.Move]:
+    """An attempt in flight: the amount (payable against the rail's cash) and the rail's fee
+    (fee expense against the same cash), both pending until the provider answers."""
+    c, ref = payout.currency, payout.reference
+    moves = [
+        books.Move(
+            id=f"{ref}:send",
+            debit=f"payouts:payable:{c}",
+            credit=f"cash:{payout.rail}:{c}",
+            amount=payout.amount,
+            pending=True,
+            reference=payout.id,
+        )
+    ]
+    if payout.fee:
+        moves.append(
+            books.Move(
+                id=f"{ref}:fee",
+                debit=f"rails:fees:{c}",
+                credit=f"cash:{payout.rail}:{c}",
+                amount=payout.fee,
+                pending=True,
+                reference=payout.id,
+            )
+        )
+    return moves
+
+
+def _summary(payout: Payout) -> dict[str, Any]:
+    return {
+        "status": payout.status.value,
+        "account_id": payout.account_id,
+        "amount": payout.amount,
+        "currency": payout.currency,
+        "period": payout.period,
+        "rail": payout.rail,
+        "attempts": payout.attempts,
+        "reasons": payout.reasons,
+    }
+
+
+def _record(
+    payout: Payout, action: str, who: Who, before: Any = None, after: Any = None
+) -> AuditRecord:
+    return AuditRecord(
+        actor=who.actor,
+        role=who.role,
+        action=action,
+        target_type="payout",
+        target_id=payout.id,
+        trader_id=payout.trader_id or None,
+        before=before,
+        after=after,
+        request_id=who.request_id or payout.request_key,
+    )
+
+
+def _decided(payout: Payout, who: Who, *, before: Any = None) -> AuditRecord:
+    after = {**_summary(payout), "checks": msgspec.to_builtins(payout.checks)}
+    return _record(payout, f"payout.{payout.status.value}", who, before, after)
+
+
+RemotePayoutSupervisor: Any = ray.remote(PayoutSupervisor)

@@ -1,0 +1,354 @@
+"""Payouts: `POST /api/v1/payouts` asks for one (an `Idempotency-Key` is required: a payout
+must never be asked twice by a retry), the payout supervisor decides it against the checklist
+before answering; finance works the review queue (`GET /api/v1/payouts?status=review`, then
+approve or reject with a reason); compliance records a trader's verified KYC tier, which
+releases the payouts held for it. Every step is in the audit trail and the trader's timeline.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from ray.exceptions import RayError
+from sqlalchemy import select
+
+from actors.payout_checks import Request
+from actors.payouts import PayoutError, Who
+from api import idempotency
+from api.admin import traders as trader_store
+from api.admin.accounts import Reason
+from api.auth import Permission
+from api.endpoints import Call, Endpoint, Reply
+from api.money import amount_text, parse_amount
+from api.pagination import Page, PageQuery, decode_cursor, keyset, page_of
+from api.problems import ApiError, FieldError, invalid, not_found
+from api.services import PAYOUTS
+from ledger import audit, kyc
+from ledger import payouts as store
+from ledger.payouts import Payout, Status
+from ledger.schema import kyc_tiers, payouts
+
+
+class PayoutIn(BaseModel):
+    """A funded account's payout request: the amount to the trader (in the account's
+    currency), where it goes, and the device and IP it was asked from (duplicate-account
+    signals)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    account_id: str = Field(min_length=1, max_length=64)
+    currency: str = Field(pattern="^[A-Z]{3}$", examples=["USD"])
+    amount: str = Field(max_length=32, examples=["1200.00"])
+    destination: str = Field(
+        min_length=4,
+        max_length=128,
+        description="the payout destination: IBAN, card token, wallet id or address",
+        examples=["GB33BUKB20201555555555"],
+    )
+    device: str = Field(default="", max_length=128, description="device fingerprint")
+    ip: str = Field(default="", max_length=64, examples=["203.0.113.7"])
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: str, info: ValidationInfo) -> str:
+        if "currency" in info.data:
+            parse_amount(value, info.data["currency"])
+        return value
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        if value:
+            ipaddress.ip_address(value)  # ValueError names the bad address
+        return value
+
+
+class CheckOut(BaseModel):
+    name: str
+    ok: bool
+    detail: str
+
+
+class PayoutOut(BaseModel):
+    id: str
+    trader_id: str
+    account_id: str
+    period: int
+    currency: str
+    amount: str
+    gross: str = Field(description="what the payout takes off the platform account")
+    split_pct: float
+    status: Status
+    reasons: list[str] = Field(description="the checks that failed")
+    checks: list[CheckOut]
+    destination: str
+    rail: str | None
+    fee: str
+    attempts: int
+    provider_ref: str | None
+    balance_reset: bool
+    created_ns: int
+    updated_ns: int
+
+
+def payout_out(payout: Payout) -> PayoutOut:
+    c = payout.currency
+    values: dict[str, Any] = msgspec.to_builtins(payout)
+    for name in ("amount", "gross", "fee"):
+        values[name] = amount_text(values[name], c)
+    values["balance_reset"] = values.pop("reset")
+    for hidden in ("request_key", "device", "ip", "country"):
+        values.pop(hidden)
+    return PayoutOut.model_validate(values)
+
+
+def _supervisor(call: Call) -> Any:
+    handle = call.request.app.get(PAYOUTS)
+    if handle is None:
+        raise ApiError(503, "Payouts unavailable", "this server runs no payout supervisor")
+    return handle
+
+
+async def create_payout(call: Call) -> Reply:
+    body = call.body_as(PayoutIn)
+    key = call.request.headers.get(idempotency.HEADER)
+    if key is None:
+        message = "a payout needs an Idempotency-Key, so that a retry never pays twice"
+        raise invalid("header", [FieldError(field=f"header.{idempotency.HEADER}", message=message)])
+    assert call.principal is not None
+    request = Request(
+        key=f"{call.principal.token_id}:{key}",
+        account_id=body.account_id,
+        amount=parse_amount(body.amount, body.currency),
+        currency=body.currency,
+        destination=body.destination,
+        device=body.device,
+        ip=body.ip,
+        request_id=call.request_id,
+    )
+    payout = await _ask(_supervisor(call).submit.remote(request))
+    return Reply(payout_out(payout), status=201)
+
+
+async def _ask(pending: Any) -> Payout:
+    try:
+        payout: Payout = await pending
+    except PayoutError as exc:
+        raise _problem(exc) from None
+    except RayError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, PayoutError):
+            raise _problem(cause) from None
+        raise ApiError(503, "Payouts unavailable", "the payout supervisor is restarting") from exc
+    return payout
+
+
+def _problem(exc: PayoutError) -> ApiError:
+    status = {"not_found": 404, "conflict": 409}.get(exc.code, 503)
+    title = {404: "Payout not found", 409: "Payout not in review"}.get(status, "Unavailable")
+    return ApiError(status, title, exc.detail)
+
+
+class PayoutQuery(PageQuery):
+    """Filters of the payout list (newest first); `status=review` is finance's queue."""
+
+    status: Status | None = None
+    trader_id: str | None = Field(default=None, max_length=64)
+    account_id: str | None = Field(default=None, max_length=64)
+
+
+async def list_payouts(call: Call) -> Reply:
+    query = call.query_as(PayoutQuery)
+    after = decode_cursor(query.cursor, (int, str))
+    statement = select(payouts)
+    if query.status is not None:
+        statement = statement.where(payouts.c.status == query.status.value)
+    if query.trader_id is not None:
+        statement = statement.where(payouts.c.trader_id == query.trader_id)
+    if query.account_id is not None:
+        statement = statement.where(payouts.c.account_id == query.account_id)
+    statement = keyset(statement, payouts.c.created_ns, payouts.c.id, after, descending=True)
+    async with call.engine.connect() as conn:
+        rows = (await conn.execute(statement.limit(query.limit + 1))).all()
+    found = [payout_out(store.payout_of(r._mapping)) for r in rows]
+    return Reply(page_of(found, query.limit, lambda p: [p.created_ns, p.id]))
+
+
+async def get_payout(call: Call) -> Reply:
+    payout_id = call.path("payout_id")
+    async with call.engine.connect() as conn:
+        payout = await store.load(conn, payout_id)
+    if payout is None:
+        raise not_found("Payout", payout_id)
+    return Reply(payout_out(payout))
+
+
+async def approve(call: Call) -> Reply:
+    return await _review(call, approve=True)
+
+
+async def reject(call: Call) -> Reply:
+    return await _review(call, approve=False)
+
+
+async def _review(call: Call, *, approve: bool) -> Reply:
+    reason = call.body_as(Reason).reason
+    principal = call.principal
+    assert principal is not None
+    who = Who(actor=principal.name, role=principal.role.value, request_id=call.request_id)
+    pending = _supervisor(call).review.remote(call.path("payout_id"), approve, reason, who)
+    return Reply(payout_out(await _ask(pending)))
+
+
+# -- KYC tiers ---------------------------------------------------------------------------------
+
+
+class KycIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    tier: kyc.Tier
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class KycOut(BaseModel):
+    trader_id: str
+    tier: kyc.Tier
+    requested: kyc.Tier | None = Field(description="the tier a held payout asked for")
+    released: list[PayoutOut] = Field(
+        default_factory=list, description="held payouts decided again after this change"
+    )
+
+
+async def get_kyc(call: Call) -> Reply:
+    trader_id = call.path("trader_id")
+    async with call.engine.connect() as conn:
+        await trader_store.load(conn, trader_id)  # 404 for an unknown trader
+        row = (
+            await conn.execute(select(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id))
+        ).first()
+    if row is None:
+        return Reply(KycOut(trader_id=trader_id, tier=kyc.Tier.NONE, requested=None))
+    return Reply(KycOut(trader_id=trader_id, tier=row.tier, requested=row.requested))
+
+
+async def set_kyc(call: Call) -> Reply:
+    """Record a trader's verified tier (audited), then let the payout supervisor decide again
+    the payouts held for it."""
+    body = call.body_as(KycIn)
+    trader_id = call.path("trader_id")
+    async with call.engine.begin() as conn:
+        await trader_store.load(conn, trader_id)
+        found = (
+            await conn.execute(select(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id))
+        ).first()
+        before = {"tier": found.tier, "requested": found.requested} if found else None
+        await kyc.set_tier(conn, trader_id, body.tier)
+        row = (
+            await conn.execute(select(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id))
+        ).one()
+        after = {"tier": row.tier, "requested": row.requested, "reason": body.reason}
+        record = call.audit(
+            "kyc.set_tier", "trader", trader_id, before=before, after=after, trader_id=trader_id
+        )
+        await audit.append(conn, [record])
+    released: list[Payout] = []
+    handle = call.request.app.get(PAYOUTS)
+    if handle is not None:
+        released = await handle.kyc_changed.remote(trader_id)
+    return Reply(
+        KycOut(
+            trader_id=trader_id,
+            tier=row.tier,
+            requested=row.requested,
+            released=[payout_out(p) for p in released],
+        )
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/api/v1/payouts",
+        "create_payout",
+        "Ask for a payout (Idempotency-Key required). Answered once the checklist has "
+        "decided it: approved (then paid), review (failed checks named), held (KYC asked "
+        "for) or rejected (reasons named).",
+        create_payout,
+        Permission.PAYOUTS_REQUEST,
+        "payouts",
+        body=PayoutIn,
+        response=PayoutOut,
+        status=201,
+        idempotent=True,
+        errors=(409, 503),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/payouts",
+        "list_payouts",
+        "Payouts, newest first; `status=review` is the review queue.",
+        list_payouts,
+        Permission.PAYOUTS_READ,
+        "payouts",
+        query=PayoutQuery,
+        response=Page[PayoutOut],
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/payouts/{payout_id}",
+        "get_payout",
+        "One payout with its checklist and where it stands.",
+        get_payout,
+        Permission.PAYOUTS_READ,
+        "payouts",
+        response=PayoutOut,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/payouts/{payout_id}/approve",
+        "approve_payout",
+        "Approve a payout in review (with a reason, audited); it is then paid.",
+        approve,
+        Permission.PAYOUTS_REVIEW,
+        "payouts",
+        body=Reason,
+        response=PayoutOut,
+        errors=(409, 503),
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/payouts/{payout_id}/reject",
+        "reject_payout",
+        "Reject a payout in review (with a reason, audited).",
+        reject,
+        Permission.PAYOUTS_REVIEW,
+        "payouts",
+        body=Reason,
+        response=PayoutOut,
+        errors=(409, 503),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/traders/{trader_id}/kyc",
+        "get_kyc",
+        "A trader's verified KYC tier and the tier a held payout asked for.",
+        get_kyc,
+        Permission.KYC_READ,
+        "payouts",
+        response=KycOut,
+    ),
+    Endpoint(
+        "PUT",
+        "/api/v1/traders/{trader_id}/kyc",
+        "set_kyc",
+        "Record a trader's verified KYC tier (audited); payouts held for it are decided again.",
+        set_kyc,
+        Permission.KYC_WRITE,
+        "payouts",
+        body=KycIn,
+        response=KycOut,
+    ),
+]

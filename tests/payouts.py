@@ -1,0 +1,135 @@
+"""Funded accounts for payout tests: a plan that pays, traders and registry rows, accounts
+hosted funded on a real runtime, and their trading injected on the simulated platform (the
+bridge carries it to the shards, as a trader's would)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from actors.plans import DailyLoss, MaxLoss, PayoutTerms, Phase, Plan, ProfitTarget
+from actors.runtime import Runtime
+from ledger import kyc
+from ledger.schema import accounts, traders
+
+DAY_NS = 86_400 * 10**9
+DEALS = 1_000_000  # above the simulator's own deal numbers
+
+PLAN = Plan(
+    id="funded-10k",
+    name="Funded 10K",
+    initial_balance=10_000.0,
+    phases=(
+        Phase(
+            name="challenge",
+            profit_target=ProfitTarget(pct=8.0),
+            daily_loss=DailyLoss(pct=5.0),
+            max_loss=MaxLoss(pct=10.0),
+        ),
+        Phase(name="funded", daily_loss=DailyLoss(pct=5.0), max_loss=MaxLoss(pct=10.0)),
+    ),
+    payout=PayoutTerms(
+        split_pct=80.0, first_after_days=14, cadence_days=14, min_amount=50.0, max_best_day_pct=50.0
+    ),
+)
+"""10,000 funded: 80% split, first payout 14 days after funding then every 14 days, at least
+50.00, no day above half of the period's profit."""
+
+
+class Trader(msgspec.Struct, kw_only=True):
+    trader_id: str
+    account_id: str
+    country: str = "DE"
+    tier: kyc.Tier = kyc.Tier.FULL
+    days: tuple[float, ...] = (300.0, 300.0, 300.0)  # closed profit per trading day
+
+
+async def seed(
+    engine: AsyncEngine,
+    runtime: Runtime,
+    population: Sequence[Trader],
+    *,
+    funded_days_ago: float = 20.0,
+) -> None:
+    """Traders, their funded accounts in the registry (funded `funded_days_ago`), KYC tiers,
+    the accounts hosted on the runtime's first connection, then each day's trade injected."""
+    now = time.time_ns()
+    created = now - int(funded_days_ago * DAY_NS)
+    connection = runtime.cell().connection
+    async with engine.begin() as conn:
+        await conn.execute(
+            traders.insert(),
+            [
+                {
+                    "id": t.trader_id,
+                    "email": f"{t.trader_id}@example.com",
+                    "name": t.trader_id,
+                    "country": t.country,
+                    "language": "en",
+                    "timezone": "Europe/Berlin",
+                    "source": "test",
+                    "created_ns": created,
+                }
+                for t in population
+            ],
+        )
+        await conn.execute(
+            accounts.insert(),
+            [
+                {
+                    "id": t.account_id,
+                    "trader_id": t.trader_id,
+                    "purchase_id": f"pur-{t.account_id}",
+                    "plan_id": PLAN.id,
+                    "plan_version": 1,
+                    "phase": "funded",
+                    "status": "active",
+                    "connection": connection,
+                    "platform_login": t.account_id,
+                    "attempts": 0,
+                    "created_ns": created,
+                    "updated_ns": created,
+                }
+                for t in population
+            ],
+        )
+        for t in population:
+            if t.tier is not kyc.Tier.NONE:
+                await kyc.set_tier(conn, t.trader_id, t.tier)
+    await runtime.host([t.account_id for t in population], plan=PLAN, phase="funded")
+    # In time order across accounts, as a platform sends them: a shard's clock moves every
+    # account it hosts over day boundaries.
+    timed = [m for t in population for m in trades(t.account_id, t.days, start_ns=now)]
+    messages = [raw for _, raw in sorted(timed, key=lambda m: m[0])]
+    server = runtime.cell().server
+    for i in range(0, len(messages), 5_000):
+        await server.inject.remote(messages[i : i + 5_000])
+
+
+def trades(account_id: str, days: Sequence[float], *, start_ns: int) -> list[tuple[int, bytes]]:
+    """One round trip a day from the day after `start_ns`: buy 1 lot of EURUSD, sell it an
+    hour later for the day's profit; each message with its time."""
+    out = []
+    for i, profit in enumerate(days):
+        ts = start_ns + (i + 1) * DAY_NS
+        for entry, offset, pnl in (("in", 0, 0.0), ("out", 3_600 * 10**9, profit)):
+            n = DEALS + 2 * i + (entry == "out")
+            body = {
+                "type": "deal",
+                "event_id": f"pay-deal:{account_id}:{n}",
+                "ts_ns": ts + offset,
+                "account_id": account_id,
+                "deal_id": n,
+                "position_id": DEALS + i,
+                "symbol": "EURUSD",
+                "entry": entry,
+                "side": "buy" if entry == "in" else "sell",
+                "volume": 1.0,
+                "price": 1.085,
+                "profit": pnl,
+            }
+            out.append((ts + offset, msgspec.json.encode(body)))
+    return out
