@@ -7,12 +7,14 @@ releases the payouts held for it. Every step is in the audit trail and the trade
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import time
 from typing import Any
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-from ray.exceptions import RayError
+from ray.exceptions import RayActorError, RayError
 from sqlalchemy import select
 
 from actors.payout_checks import Request
@@ -129,8 +131,26 @@ async def create_payout(call: Call) -> Reply:
         ip=body.ip,
         request_id=call.request_id,
     )
-    payout = await _ask(_supervisor(call).submit.remote(request))
+    handle = _supervisor(call)
+    deadline = time.monotonic() + SUBMIT_PATIENCE_S
+    delay_s = 0.05
+    while True:
+        try:
+            payout = await _ask(handle.submit.remote(request))
+            break
+        except RayActorError:
+            # The supervisor died with the request in hand (nothing was answered, so nothing
+            # is lost): ask the restarted one, which finds the payout by its key or decides it.
+            if time.monotonic() > deadline:
+                detail = f"the payout supervisor did not come back within {SUBMIT_PATIENCE_S:.0f} s"
+                raise ApiError(503, "Payouts unavailable", detail) from None
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 1.0)
     return Reply(payout_out(payout), status=201)
+
+
+SUBMIT_PATIENCE_S = 30.0
+"""How long a payout request waits for a restarting payout supervisor before a 503."""
 
 
 async def _ask(pending: Any) -> Payout:
@@ -138,11 +158,14 @@ async def _ask(pending: Any) -> Payout:
         payout: Payout = await pending
     except PayoutError as exc:
         raise _problem(exc) from None
+    except RayActorError:
+        raise
     except RayError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, PayoutError):
             raise _problem(cause) from None
-        raise ApiError(503, "Payouts unavailable", "the payout supervisor is restarting") from exc
+        detail = f"the payout supervisor failed: {type(exc).__name__}"
+        raise ApiError(503, "Payouts unavailable", detail) from exc
     return payout
 
 
@@ -200,7 +223,14 @@ async def _review(call: Call, *, approve: bool) -> Reply:
     assert principal is not None
     who = Who(actor=principal.name, role=principal.role.value, request_id=call.request_id)
     pending = _supervisor(call).review.remote(call.path("payout_id"), approve, reason, who)
-    return Reply(payout_out(await _ask(pending)))
+    try:
+        return Reply(payout_out(await _ask(pending)))
+    except RayActorError:
+        raise ApiError(
+            503,
+            "Payouts unavailable",
+            "the payout supervisor restarted during the call: look the payout up, then retry",
+        ) from None
 
 
 # -- KYC tiers ---------------------------------------------------------------------------------

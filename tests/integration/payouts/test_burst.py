@@ -1,0 +1,163 @@
+"""A Friday: 3,000 payout requests sent at once over HTTP (resubmissions with the same key,
+two keys at once from the same account), the payout supervisor killed in the middle of one
+run. Exactly one payout per key and per account's period, and the same decisions as the run
+without the kill. How fast they are decided is measured by `python -m loadtests payouts`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from typing import Any
+
+import aiohttp
+import pytest
+import ray
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from actors.payments import PayoutPolicy, ProviderConfig
+from actors.payouts import PayoutConfig
+from actors.runtime import Runtime
+from api.auth import Role
+from ledger import books
+from ledger.schema import payouts
+from tests.api import Api, serve
+from tests.conftest import eventually
+from tests.integration.payouts.conftest import start_supervisor
+from tests.payouts import Trader, seed
+
+pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.postgres]
+
+ACCOUNTS = 2_000
+RESENT = 500  # the first 500 requests sent again with the same key and body
+TWICE = 500  # accounts 500..999 also asked under a second key at the same time
+KILL_AFTER = 300  # answers before the supervisor is killed, in the second run
+
+# Payments stay in flight for the whole test: the platform balances (and so the decisions of
+# the second run) stay as seeded.
+SLOW = PayoutConfig(
+    policy=PayoutPolicy(retry_s=60.0),
+    provider=ProviderConfig(min_latency_s=600.0, max_latency_s=600.0, failure_rate=0.0),
+)
+
+
+def requests() -> list[tuple[str, int]]:
+    """(key suffix, account index) of the 3,000 requests, in the order they are sent."""
+    first = [(f"{i}", i) for i in range(ACCOUNTS)]
+    again = [(f"{i}", i) for i in range(RESENT)]
+    second = [(f"{i}-bis", i) for i in range(RESENT, RESENT + TWICE)]
+    mixed: list[tuple[str, int]] = []
+    for n, item in enumerate(first):
+        mixed.append(item)
+        if n < RESENT:
+            mixed += [again[n], second[n]]
+    return mixed
+
+
+async def burst(api: Api, run: str, *, kill: Any = None) -> tuple[dict[str, set[str]], int]:
+    """Send every request at once; the payout ids answered per key, and how many requests
+    had been answered when the supervisor was killed (with `kill`, its handle)."""
+    answered: dict[str, set[str]] = defaultdict(set)
+    done = 0
+    reached = asyncio.Event()
+    headers = {"Authorization": f"Bearer {api.tokens[Role.OPERATIONS]}"}
+    connector = aiohttp.TCPConnector(limit=500)
+    async with aiohttp.ClientSession(api.url, connector=connector, headers=headers) as session:
+
+        async def one(key: str, index: int) -> None:
+            nonlocal done
+            body = {"account_id": f"acc-b-{index}", "currency": "USD", "amount": "500.00",
+                    "destination": f"DE89-b-{index}", "device": f"dev-{index}"}  # fmt: skip
+            for _ in range(50):
+                async with session.post(
+                    "/api/v1/payouts", json=body, headers={"Idempotency-Key": f"{run}-{key}"}
+                ) as response:
+                    found = await response.json()
+                if response.status == 201:
+                    answered[key].add(found["id"])
+                    done += 1
+                    if done == KILL_AFTER:
+                        reached.set()
+                    return
+                # The same key still being decided (a resubmission racing its first send).
+                assert (response.status, found["title"]) == (409, "Request in progress"), found
+                await asyncio.sleep(0.2)
+            pytest.fail(f"{key} was never answered")
+
+        tasks = [asyncio.create_task(one(key, index)) for key, index in requests()]
+        at_kill = -1
+        if kill is not None:
+            await reached.wait()
+            at_kill = done
+            ray.kill(kill, no_restart=False)
+        await asyncio.gather(*tasks)
+    return answered, at_kill
+
+
+async def outcomes(engine: AsyncEngine) -> dict[str, Counter[str]]:
+    """Per account, how many of its payouts were decided each way."""
+    found: dict[str, Counter[str]] = defaultdict(Counter)
+    async with engine.connect() as conn:
+        for row in await conn.execute(select(payouts.c.account_id, payouts.c.status)):
+            status = "approved" if row.status in ("approved", "sent") else row.status
+            found[row.account_id][status] += 1
+    return found
+
+
+async def check_run(engine: AsyncEngine, answered: dict[str, set[str]]) -> dict[str, Counter[str]]:
+    assert len(answered) == ACCOUNTS + TWICE  # every key answered...
+    assert all(len(ids) == 1 for ids in answered.values())  # ...always with the same payout
+    async with engine.connect() as conn:
+        count = await conn.scalar(select(func.count()).select_from(payouts))
+        report = await books.reconcile(conn)
+    assert count == ACCOUNTS + TWICE  # one payout per key, none more
+    assert report.ok, report
+    found = await outcomes(engine)
+    for index in range(ACCOUNTS):
+        expected = (
+            {"approved": 1, "rejected": 1} if RESENT <= index < RESENT + TWICE else {"approved": 1}
+        )
+        assert found[f"acc-b-{index}"] == expected, (index, found[f"acc-b-{index}"])
+    return found
+
+
+async def test_a_friday_burst_pays_once_per_key_and_period_and_survives_a_kill(
+    engine: AsyncEngine, runtime: Runtime, migrated_postgres_url: str
+) -> None:
+    await seed(
+        engine,
+        runtime,
+        [Trader(trader_id=f"b-{i}", account_id=f"acc-b-{i}") for i in range(ACCOUNTS)],
+    )
+    await wait_until_traded(runtime)
+    supervisor = start_supervisor(migrated_postgres_url, runtime, SLOW)
+    async with serve(engine, runtime, payouts=supervisor) as api:
+        quiet, _ = await burst(api, "calm")
+    without_kill = await check_run(engine, quiet)
+    await supervisor.close.remote()
+    ray.kill(supervisor, no_restart=True)
+
+    # Again from scratch, the supervisor killed once 300 requests were answered.
+    async with engine.begin() as conn:
+        await conn.execute(text("TRUNCATE payouts, ledger_transfers, ledger_accounts"))
+    supervisor = start_supervisor(migrated_postgres_url, runtime, SLOW)
+    pid = (await supervisor.ping.remote()).pid
+    async with serve(engine, runtime, payouts=supervisor) as api:
+        killed, at_kill = await burst(api, "kill", kill=supervisor)
+    assert KILL_AFTER <= at_kill < len(requests())  # killed mid-burst
+    assert (await supervisor.ping.remote()).pid != pid  # and restarted by Ray
+    assert await check_run(engine, killed) == without_kill
+    await supervisor.close.remote()
+    ray.kill(supervisor)
+
+
+async def wait_until_traded(runtime: Runtime) -> None:
+    """Until every account's injected trades reached its shard."""
+
+    async def balances() -> list[int]:
+        found = await asyncio.gather(*(s.money.remote() for s in runtime.shards))
+        return [m.balance for part in found for m in part.values()]
+
+    await eventually(
+        balances, lambda b: len(b) == ACCOUNTS and set(b) == {1_090_000}, timeout_s=60.0
+    )
