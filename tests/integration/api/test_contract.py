@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import hypothesis
 import pytest
+import ray
 import schemathesis
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
@@ -20,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from actors.payouts import RemotePayoutSupervisor, desk_of
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
 from api.app import endpoints
@@ -75,6 +77,13 @@ ALLOWED: dict[str, set[Role]] = {
     "delete_alert_rule": {ADM, RSK},
     "load_calendar": {ADM, RSK},
     "list_calendar": {ADM, RSK},
+    "create_payout": {ADM, OPS},
+    "list_payouts": {ADM, OPS, FIN, CMP, SUP},
+    "get_payout": {ADM, OPS, FIN, CMP, SUP},
+    "approve_payout": {ADM, FIN},
+    "reject_payout": {ADM, FIN},
+    "get_kyc": {ADM, FIN, CMP, SUP},
+    "set_kyc": {ADM, CMP},
     "list_audit": {ADM, RSK, CMP},
     "verify_audit": {ADM, RSK, CMP},
 }
@@ -103,10 +112,13 @@ async def api(engine: AsyncEngine, migrated_postgres_url: str) -> AsyncIterator[
         )
     )
     await runtime.start()
+    payouts = RemotePayoutSupervisor.remote(migrated_postgres_url, desk_of(runtime))
     try:
-        async with serve(engine, runtime, hub=runtime.hub) as client:
+        async with serve(engine, runtime, hub=runtime.hub, payouts=payouts) as client:
             yield client
     finally:
+        await payouts.close.remote()
+        ray.kill(payouts)
         await runtime.close()
 
 
