@@ -136,6 +136,13 @@ SCENARIOS: dict[str, Scenario] = {
             ),
         ),
         Scenario(
+            name="payouts",
+            module="loadtests.payouts",
+            summary="a Friday: 3,000 payout requests at once over HTTP, decided by the payout "
+            "supervisor; seconds to decide them all, one payout per key and per period",
+            bench_args=("--json", "var/bench/payouts.json"),
+        ),
+        Scenario(
             name="stream",
             module="loadtests.stream",
             summary="risk stream: 100 websocket clients (10 slow) while the shards publish "

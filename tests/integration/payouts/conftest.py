@@ -17,9 +17,9 @@ from actors.runtime import Runtime, RuntimeConfig
 from bridge.connections import EmbeddedConnection
 from bridge.simulator import SimulatorConfig
 from ledger.database import create_engine
+from loadtests.funded import PLAN
 from tests.api import Api, serve
 from tests.database import run_async, truncate_ledger
-from tests.payouts import PLAN
 
 FAST = PayoutConfig(
     policy=PayoutPolicy(retry_s=0.1),

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from typing import Any
 
-import aiohttp
 import pytest
 import ray
 from sqlalchemy import func, select, text
@@ -21,16 +19,15 @@ from actors.runtime import Runtime
 from api.auth import Role
 from ledger import books
 from ledger.schema import payouts
-from tests.api import Api, serve
+from loadtests.funded import Answers, Burst, Trader, friday, seed
+from tests.api import serve
 from tests.conftest import eventually
 from tests.integration.payouts.conftest import start_supervisor
-from tests.payouts import Trader, seed
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.postgres]
 
-ACCOUNTS = 2_000
-RESENT = 500  # the first 500 requests sent again with the same key and body
-TWICE = 500  # accounts 500..999 also asked under a second key at the same time
+BURST = Burst()  # 2,000 accounts, 500 keys resent, 500 accounts asked twice: 3,000 requests
+ACCOUNTS, RESENT, TWICE = BURST.accounts, BURST.resent, BURST.twice
 KILL_AFTER = 300  # answers before the supervisor is killed, in the second run
 
 # Payments stay in flight for the whole test: the platform balances (and so the decisions of
@@ -39,59 +36,6 @@ SLOW = PayoutConfig(
     policy=PayoutPolicy(retry_s=60.0),
     provider=ProviderConfig(min_latency_s=600.0, max_latency_s=600.0, failure_rate=0.0),
 )
-
-
-def requests() -> list[tuple[str, int]]:
-    """(key suffix, account index) of the 3,000 requests, in the order they are sent."""
-    first = [(f"{i}", i) for i in range(ACCOUNTS)]
-    again = [(f"{i}", i) for i in range(RESENT)]
-    second = [(f"{i}-bis", i) for i in range(RESENT, RESENT + TWICE)]
-    mixed: list[tuple[str, int]] = []
-    for n, item in enumerate(first):
-        mixed.append(item)
-        if n < RESENT:
-            mixed += [again[n], second[n]]
-    return mixed
-
-
-async def burst(api: Api, run: str, *, kill: Any = None) -> tuple[dict[str, set[str]], int]:
-    """Send every request at once; the payout ids answered per key, and how many requests
-    had been answered when the supervisor was killed (with `kill`, its handle)."""
-    answered: dict[str, set[str]] = defaultdict(set)
-    done = 0
-    reached = asyncio.Event()
-    headers = {"Authorization": f"Bearer {api.tokens[Role.OPERATIONS]}"}
-    connector = aiohttp.TCPConnector(limit=500)
-    async with aiohttp.ClientSession(api.url, connector=connector, headers=headers) as session:
-
-        async def one(key: str, index: int) -> None:
-            nonlocal done
-            body = {"account_id": f"acc-b-{index}", "currency": "USD", "amount": "500.00",
-                    "destination": f"DE89-b-{index}", "device": f"dev-{index}"}  # fmt: skip
-            for _ in range(50):
-                async with session.post(
-                    "/api/v1/payouts", json=body, headers={"Idempotency-Key": f"{run}-{key}"}
-                ) as response:
-                    found = await response.json()
-                if response.status == 201:
-                    answered[key].add(found["id"])
-                    done += 1
-                    if done == KILL_AFTER:
-                        reached.set()
-                    return
-                # The same key still being decided (a resubmission racing its first send).
-                assert (response.status, found["title"]) == (409, "Request in progress"), found
-                await asyncio.sleep(0.2)
-            pytest.fail(f"{key} was never answered")
-
-        tasks = [asyncio.create_task(one(key, index)) for key, index in requests()]
-        at_kill = -1
-        if kill is not None:
-            await reached.wait()
-            at_kill = done
-            ray.kill(kill, no_restart=False)
-        await asyncio.gather(*tasks)
-    return answered, at_kill
 
 
 async def outcomes(engine: AsyncEngine) -> dict[str, Counter[str]]:
@@ -104,7 +48,9 @@ async def outcomes(engine: AsyncEngine) -> dict[str, Counter[str]]:
     return found
 
 
-async def check_run(engine: AsyncEngine, answered: dict[str, set[str]]) -> dict[str, Counter[str]]:
+async def check_run(engine: AsyncEngine, answers: Answers) -> dict[str, Counter[str]]:
+    answered = answers.by_key
+    assert len(BURST.requests()) == 3_000
     assert len(answered) == ACCOUNTS + TWICE  # every key answered...
     assert all(len(ids) == 1 for ids in answered.values())  # ...always with the same payout
     async with engine.connect() as conn:
@@ -132,7 +78,7 @@ async def test_a_friday_burst_pays_once_per_key_and_period_and_survives_a_kill(
     await wait_until_traded(runtime)
     supervisor = start_supervisor(migrated_postgres_url, runtime, SLOW)
     async with serve(engine, runtime, payouts=supervisor) as api:
-        quiet, _ = await burst(api, "calm")
+        quiet = await friday(api.url, api.tokens[Role.OPERATIONS], BURST, "calm")
     without_kill = await check_run(engine, quiet)
     await supervisor.close.remote()
     ray.kill(supervisor, no_restart=True)
@@ -143,8 +89,9 @@ async def test_a_friday_burst_pays_once_per_key_and_period_and_survives_a_kill(
     supervisor = start_supervisor(migrated_postgres_url, runtime, SLOW)
     pid = (await supervisor.ping.remote()).pid
     async with serve(engine, runtime, payouts=supervisor) as api:
-        killed, at_kill = await burst(api, "kill", kill=supervisor)
-    assert KILL_AFTER <= at_kill < len(requests())  # killed mid-burst
+        token = api.tokens[Role.OPERATIONS]
+        killed = await friday(api.url, token, BURST, "kill", kill=supervisor, kill_after=KILL_AFTER)
+    assert KILL_AFTER <= killed.at_kill < len(BURST.requests())  # killed mid-burst
     assert (await supervisor.ping.remote()).pid != pid  # and restarted by Ray
     assert await check_run(engine, killed) == without_kill
     await supervisor.close.remote()

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from actors.runtime import Runtime
 from api.auth import Role
 from ledger import books, kyc
+from loadtests.funded import Trader, seed
 from tests.api import Api
 from tests.conftest import eventually
-from tests.payouts import Trader, seed
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.postgres]
 

@@ -1,13 +1,19 @@
-"""Funded accounts for payout tests: a plan that pays, traders and registry rows, accounts
-hosted funded on a real runtime, and their trading injected on the simulated platform (the
-bridge carries it to the shards, as a trader's would)."""
+"""Funded accounts for the payout tests and benchmark: a plan that pays, traders and registry
+rows, accounts hosted funded on a real runtime with their trading injected on the simulated
+platform (the bridge carries it to the shards, as a trader's would), and a Friday burst of
+payout requests over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
+import aiohttp
 import msgspec
+import ray
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.plans import DailyLoss, MaxLoss, PayoutTerms, Phase, Plan, ProfitTarget
@@ -133,3 +139,87 @@ def trades(account_id: str, days: Sequence[float], *, start_ns: int) -> list[tup
             }
             out.append((ts + offset, msgspec.json.encode(body)))
     return out
+
+
+class Burst(msgspec.Struct, kw_only=True):
+    """A burst's shape: one request per account (`acc-{prefix}-{i}`), the first `resent`
+    sent again with the same key and body, and accounts `resent .. resent + twice` asked a
+    second time under another key, all at once."""
+
+    prefix: str = "b"
+    accounts: int = 2_000
+    resent: int = 500
+    twice: int = 500
+
+    def requests(self) -> list[tuple[str, int]]:
+        """(key suffix, account index) of every request, in the order they are sent."""
+        mixed: list[tuple[str, int]] = []
+        for i in range(self.accounts):
+            mixed.append((f"{i}", i))
+            if i < self.resent:
+                mixed.append((f"{i}", i))
+            if i < self.twice and self.resent + i < self.accounts:
+                mixed.append((f"{self.resent + i}-bis", self.resent + i))
+        return mixed
+
+
+class Answers(msgspec.Struct, kw_only=True):
+    by_key: dict[str, set[str]]  # the payout ids answered per key (one, if all is well)
+    latencies_ns: list[int]  # per request, send to answer (409 retries included)
+    elapsed_s: float  # first send to last answer
+    in_progress: int  # 409s for a key still being decided (the caller waited and sent again)
+    at_kill: int = -1  # answers in hand when the supervisor was killed
+
+
+async def friday(
+    url: str, token: str, burst: Burst, run: str, *, kill: Any = None, kill_after: int = 300
+) -> Answers:
+    """Send every request of `burst` at once (keys prefixed with `run`); with `kill` (the
+    payout supervisor's handle), kill it once `kill_after` requests were answered."""
+    by_key: dict[str, set[str]] = defaultdict(set)
+    latencies: list[int] = []
+    waits = 0
+    reached = asyncio.Event()
+    headers = {"Authorization": f"Bearer {token}"}
+    connector = aiohttp.TCPConnector(limit=500)
+    async with aiohttp.ClientSession(url, connector=connector, headers=headers) as session:
+
+        async def one(key: str, index: int) -> None:
+            nonlocal waits
+            body = {"account_id": f"acc-{burst.prefix}-{index}", "currency": "USD",
+                    "amount": "500.00", "destination": f"DE89-{burst.prefix}-{index}",
+                    "device": f"dev-{index}"}  # fmt: skip
+            started = time.perf_counter_ns()
+            for _ in range(100):
+                async with session.post(
+                    "/api/v1/payouts", json=body, headers={"Idempotency-Key": f"{run}-{key}"}
+                ) as response:
+                    found = await response.json()
+                if response.status == 201:
+                    by_key[key].add(found["id"])
+                    latencies.append(time.perf_counter_ns() - started)
+                    if len(latencies) == kill_after:
+                        reached.set()
+                    return
+                if (response.status, found.get("title")) != (409, "Request in progress"):
+                    raise RuntimeError(f"{key}: {response.status} {found}")
+                waits += 1  # the same key still being decided: wait as Retry-After says
+                await asyncio.sleep(0.2)
+            raise RuntimeError(f"{key} was never answered")
+
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(one(key, index)) for key, index in burst.requests()]
+        at_kill = -1
+        if kill is not None:
+            await reached.wait()
+            at_kill = len(latencies)
+            ray.kill(kill, no_restart=False)
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    return Answers(
+        by_key=dict(by_key),
+        latencies_ns=latencies,
+        elapsed_s=elapsed,
+        in_progress=waits,
+        at_kill=at_kill,
+    )
