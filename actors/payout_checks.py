@@ -16,8 +16,8 @@ import msgspec
 from actors.events import BreachAction, RuleBreached
 from actors.payments import PayoutPolicy, RailRule
 from actors.plans import PayoutTerms, Plan
-from api.money import amount_text, exponent
 from ledger.kyc import Tier
+from ledger.money import amount_text, exponent
 from ledger.payouts import Check, Status
 
 DAY_NS = 86_400 * 10**9
@@ -87,6 +87,13 @@ class Earlier(msgspec.Struct, frozen=True, kw_only=True):
     status: Status
     amount: int
     created_ns: int
+    gross: int = 0  # what it draws from the platform account
+    reset: bool = False  # drawn already (the platform balance no longer holds it)
+
+    @property
+    def draws(self) -> int:
+        """What it will still take off the platform balance."""
+        return 0 if self.reset else self.gross
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):
@@ -247,7 +254,10 @@ class _Checks:
         self.split_pct = terms.split_after(settled)
         currency = request.currency
         profit_cents = max(0, min(account.balance, account.equity) - account.initial)
-        self.withdrawable = cents_to_minor(profit_cents, currency)
+        # Profit an earlier payout (held, in review, in flight, or paid but not yet taken off
+        # the platform) already draws on is not withdrawable again.
+        drawn = sum(e.draws for e in earlier)
+        self.withdrawable = max(0, cents_to_minor(profit_cents, currency) - drawn)
         self.share = self.withdrawable * _bp(self.split_pct) // 10_000
 
     def funded(self) -> Check:

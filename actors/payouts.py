@@ -46,7 +46,6 @@ from actors.payments import (
 )
 from actors.payout_checks import AccountFacts, Decision, Earlier, Registered, Request, decide
 from actors.router import Router
-from api.money import exponent
 from bridge.codec import encode_batch
 from bridge.commands import OperateBalance
 from bridge.events import BalanceKind
@@ -56,6 +55,7 @@ from ledger import audit, books, kyc
 from ledger import payouts as store
 from ledger.audit import AuditRecord
 from ledger.database import create_engine
+from ledger.money import exponent
 from ledger.payouts import Payout, Status
 from ledger.schema import accounts, traders
 
@@ -112,6 +112,10 @@ class PayoutError(Exception):
         return type(self), (self.code, self.detail)
 
 
+class ResetRefused(Exception):
+    """The platform answered a balance reset with a refusal (not a time-out)."""
+
+
 class _Pending(msgspec.Struct):
     request: Request
     future: asyncio.Future[Payout]
@@ -136,6 +140,8 @@ class PayoutSupervisor:
         self.updated = asyncio.Event()
         self.open: dict[str, Payout] = {}  # unfinished payouts, by id
         self.held_at: dict[str, kyc.Tier] = {}  # a held payout's trader's tier when held
+        self.resetting: set[str] = set()  # payouts whose platform balance reset is under way
+        self.stuck: set[str] = set()  # payouts whose reset the platform refused
         self.writing = asyncio.Lock()  # one state change at a time (batches keep it short)
         self.currencies: set[str] = set()  # whose chart of accounts is open
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -146,8 +152,10 @@ class PayoutSupervisor:
 
     async def ready(self) -> int:
         """Recover (once) and start working; how many unfinished payouts were reloaded."""
-        if self.recovered is None:
-            self.recovered = asyncio.create_task(self._recover())
+        if self.recovered is None or (
+            self.recovered.done() and self.recovered.exception() is not None
+        ):
+            self.recovered = asyncio.create_task(self._recover())  # first, or after a failure
         await asyncio.shield(self.recovered)
         return len(self.open)
 
@@ -204,7 +212,7 @@ class PayoutSupervisor:
         while time.monotonic() < deadline:
             busy = self.inbox or self.updates or self.tasks or any(
                 p.status in (Status.APPROVED, Status.SENT, Status.FAILED)
-                or (p.status is Status.SETTLED and not p.reset)
+                or (p.status is Status.SETTLED and not p.reset and p.id not in self.stuck)
                 for p in self.open.values()
             )  # fmt: skip
             if not busy:
@@ -241,10 +249,8 @@ class PayoutSupervisor:
                         )
 
     async def _decide(self, batch: list[_Pending]) -> None:
-        waiting: dict[str, list[asyncio.Future[Payout]]] = defaultdict(list)
         first: dict[str, Request] = {}
         for pending in batch:
-            waiting[pending.request.key].append(pending.future)
             first.setdefault(pending.request.key, pending.request)
         async with self.writing:
             async with self.engine.connect() as conn:
@@ -253,14 +259,26 @@ class PayoutSupervisor:
             made = await self._evaluate(fresh)
             async with self.engine.begin() as conn:
                 await self._record_decisions(conn, made, {r.key: r.request_id for r in fresh})
-        for payout, _ in made:
+            self.currencies |= {p.currency for p, _ in made if p.status is Status.APPROVED}
+        for payout, decision in made:
+            if payout.status is Status.HELD:
+                self.held_at[payout.id] = decision.tier
             done[payout.request_key] = payout
             if payout.status not in (Status.REJECTED,):
                 self.open[payout.id] = payout
-        for key, futures in waiting.items():
-            for future in futures:
-                if not future.done():
-                    future.set_result(done[key])
+        for pending in batch:
+            payout = done[pending.request.key]
+            if pending.future.done():
+                continue
+            if _asked(payout) != _asked_of(pending.request):
+                pending.future.set_exception(
+                    PayoutError(
+                        "key_reused",
+                        f"the key was used for payout {payout.id}, a different request",
+                    )
+                )
+            else:
+                pending.future.set_result(payout)
         approved = [p for p, _ in made if p.status is Status.APPROVED]
         if approved:
             self._spawn(self._send(approved))
@@ -340,21 +358,20 @@ class PayoutSupervisor:
             who = msgspec.structs.replace(who, request_id=request_ids.get(payout.request_key, ""))
             records.append(_record(payout, "payout.request", who, after=_summary(payout)))
             records.append(_decided(payout, who))
-            if payout.status is Status.HELD:
-                self.held_at[payout.id] = decision.tier
             if payout.status is Status.APPROVED:
                 moves.append(_accrual(payout))
             elif payout.status is Status.HELD:
                 await kyc.request(conn, payout.trader_id, decision.tier_needed)
-        await self._books(conn, {p.currency for p, _ in made if p.status is Status.APPROVED})
         if moves:
+            await self._books(conn, {m.debit.rsplit(":", 1)[1] for m in moves})
             await books.transfer_many(conn, moves)
         await audit.append(conn, records)
 
     async def _books(self, conn: AsyncConnection, currencies: set[str]) -> None:
+        """Open the chart of accounts of currencies not known open (`open_accounts` skips the
+        ones that are); `self.currencies` learns them only once the transaction commits."""
         for currency in sorted(currencies - self.currencies):
             await books.open_accounts(conn, books.chart(currency))
-            self.currencies.add(currency)
 
     # -- people: finance's review, KYC's verdict --------------------------------------------------
 
@@ -365,11 +382,16 @@ class PayoutSupervisor:
             payout = self.open.get(payout_id)
             if payout is None or payout.status is not Status.REVIEW:
                 raise await self._not_in_review(payout_id, payout)
+            if approve and payout.rail is None:
+                raise PayoutError(
+                    "conflict", f"payout {payout_id} has no rail to be paid by: reject it"
+                )
             status = Status.APPROVED if approve else Status.REJECTED
             after = msgspec.structs.replace(payout, status=status, updated_ns=time.time_ns())
             # Approval owes the trader the amount; a rejection after payments failed (the
             # amount was owed since its first approval) takes the debt back.
-            moves = [_accrual(after)] if approve else [_reversal(after)][: payout.attempts]
+            owed_before = payout.attempts > 0  # sent at least once, so approved before
+            moves = [_accrual(after)] if approve else [_reversal(after)] if owed_before else []
             action = "payout.approve" if approve else "payout.reject"
             record = _record(
                 after, action, who, _summary(payout), _summary(after) | {"reason": reason}
@@ -396,22 +418,43 @@ class PayoutSupervisor:
         return await self._redecide(held)
 
     async def _recheck_forever(self) -> None:
+        """Every `recheck_s`: decide again the held payouts whose trader's tier rose, and
+        carry on any step a failure left undone (a send, a due retry, a balance reset)."""
         while True:
             await asyncio.sleep(self.config.recheck_s)
-            held = [p for p in self.open.values() if p.status is Status.HELD]
-            if not held:
-                continue
             try:
-                async with self.engine.connect() as conn:
-                    tiers = await kyc.tiers(conn, {p.trader_id for p in held})
-                due = [
-                    p
-                    for p in held
-                    if tiers[p.trader_id].rank > self.held_at.get(p.id, kyc.Tier.NONE).rank
-                ]
-                await self._redecide(due)
+                await self._recheck_held()
+                self._sweep()
             except Exception:
-                log.exception("re-checking held payouts failed")
+                log.exception("re-checking unfinished payouts failed")
+
+    async def _recheck_held(self) -> None:
+        held = [p for p in self.open.values() if p.status is Status.HELD]
+        if not held:
+            return
+        async with self.engine.connect() as conn:
+            tiers = await kyc.tiers(conn, {p.trader_id for p in held})
+        due = [
+            p for p in held if tiers[p.trader_id].rank > self.held_at.get(p.id, kyc.Tier.NONE).rank
+        ]
+        await self._redecide(due)
+
+    def _sweep(self) -> None:
+        """Start again what nothing is doing: `_send` and `_reset` check, under the lock or
+        their own set, that the step is still due, so a second start is harmless."""
+        now = time.time_ns()
+        retry_ns = self.policy.retry_s * 1e9
+        due = [
+            p
+            for p in self.open.values()
+            if p.status is Status.APPROVED
+            or (p.status is Status.FAILED and now - p.updated_ns >= retry_ns)
+        ]
+        if due:
+            self._spawn(self._send(due))
+        for p in self.open.values():
+            if p.status is Status.SETTLED and not p.reset:
+                self._spawn(self._reset(p.id))
 
     async def _redecide(self, held: list[Payout]) -> list[Payout]:
         """Run the checklist again for held payouts, each keeping its id and request."""
@@ -424,8 +467,10 @@ class PayoutSupervisor:
             changed = []
             records = []
             moves = []
+            asks = []
             for payout, (fresh, decision) in zip(held, made, strict=True):
-                self.held_at[payout.id] = decision.tier
+                if fresh.status is Status.HELD:
+                    asks.append((payout.trader_id, decision.tier_needed))
                 kept = {"id", "request_key", "created_ns", "attempts", "provider_ref", "reset"}
                 after = msgspec.structs.replace(
                     fresh, **{name: getattr(payout, name) for name in kept}
@@ -434,7 +479,9 @@ class PayoutSupervisor:
                 records.append(_decided(after, SUPERVISOR, before=_summary(payout)))
                 if after.status is Status.APPROVED:
                     moves.append(_accrual(after))
-            await self._commit(changed, moves=moves, records=records)
+            await self._commit(changed, moves=moves, records=records, asks=asks)
+            for payout, (_, decision) in zip(changed, made, strict=True):
+                self.held_at[payout.id] = decision.tier
         approved = [p for p in changed if p.status is Status.APPROVED]
         if approved:
             self._spawn(self._send(approved))
@@ -562,7 +609,8 @@ class PayoutSupervisor:
             after.status = Status.SETTLED
         elif payout.attempts >= self.policy.max_attempts:
             after.status = Status.REVIEW
-            after.reasons = [*payout.reasons, "payment_failed"]
+            kept = [r for r in payout.reasons if r != "payment_failed"]
+            after.reasons = [*kept, "payment_failed"]
         else:
             after.status = Status.FAILED
         moves = [
@@ -578,18 +626,25 @@ class PayoutSupervisor:
         moves: Sequence[books.Move] = (),
         resolutions: Sequence[books.Resolution] = (),
         records: Sequence[AuditRecord] = (),
+        asks: Sequence[tuple[str, kyc.Tier]] = (),
     ) -> None:
-        """Write changed payouts with their transfers and audit records in one transaction,
-        then (only then) take them as the payouts' state in memory (hold `writing`)."""
+        """Write changed payouts with their transfers, audit records and KYC asks in one
+        transaction, then (only then) take them as the payouts' state in memory (hold
+        `writing`). Rejected rows go first: a payout decided again may move into the period
+        a rejected one held."""
+        currencies = {m.debit.rsplit(":", 1)[1] for m in moves}
         async with self.engine.begin() as conn:
-            for payout in changed:
+            for payout in sorted(changed, key=lambda p: p.status is not Status.REJECTED):
                 await store.save(conn, payout)
             if moves:
-                await self._books(conn, {m.debit.rsplit(":", 1)[1] for m in moves})
+                await self._books(conn, currencies)
                 await books.transfer_many(conn, moves)
             if resolutions:
                 await books.resolve_many(conn, resolutions)
+            for trader_id, tier in asks:
+                await kyc.request(conn, trader_id, tier)
             await audit.append(conn, records)
+        self.currencies |= currencies
         for payout in changed:
             if payout.status is Status.REJECTED or (
                 payout.status is Status.SETTLED and payout.reset
@@ -607,15 +662,34 @@ class PayoutSupervisor:
 
     async def _reset(self, payout_id: str) -> None:
         """Take the payout's gross profit off the platform account (the bridge's balance lane),
-        once: the command id is the payout's, so a resend is the same operation."""
+        once: the command id is the payout's, so a resend is the same operation. A platform
+        that cannot be reached is asked again (backing off); one that refuses (no money left,
+        say) is not: the refusal is audited and the payout waits for a person."""
         payout = self.open.get(payout_id)
-        if payout is None or payout.reset:
+        if payout is None or payout.reset or payout_id in self.resetting | self.stuck:
             return
+        self.resetting.add(payout_id)
+        try:
+            await self._reset_once(payout)
+        finally:
+            self.resetting.discard(payout_id)
+
+    async def _reset_once(self, payout: Payout) -> None:
         delay_s = 1.0
         while True:
             try:
                 await self._withdraw(payout)
                 break
+            except ResetRefused as exc:
+                log.error("balance reset of %s refused: %s", payout.id, exc)
+                async with self.writing:
+                    self.stuck.add(payout.id)
+                    refusal: dict[str, Any] = {"refused": str(exc)}
+                    record = _record(
+                        payout, "payout.balance_reset_refused", SUPERVISOR, after=refusal
+                    )
+                    await self._commit([payout], records=[record])
+                return
             except Exception as exc:
                 log.warning("balance reset of %s failed (%s); trying again", payout.id, exc)
                 await asyncio.sleep(delay_s)
@@ -647,7 +721,7 @@ class PayoutSupervisor:
             worker.execute.remote(encode_batch([command])), self.config.reset_timeout_s
         )
         if codes[0] != DONE:
-            raise RuntimeError(f"the platform refused the withdrawal: code {codes[0]}")
+            raise ResetRefused(f"the platform refused the withdrawal: code {codes[0]}")
 
 
 # -- rows, records, transfers ----------------------------------------------------------------------
@@ -726,6 +800,22 @@ def _payout(request: Request, row: Registered | None, decision: Decision, now: i
     )
 
 
+def _asked(payout: Payout) -> tuple[str, int, str, str, str, str]:
+    """What a request asked for, as its payout holds it (to tell a resend from a key reused)."""
+    return (
+        payout.account_id,
+        payout.amount,
+        payout.currency,
+        payout.destination,
+        payout.device,
+        payout.ip,
+    )
+
+
+def _asked_of(r: Request) -> tuple[str, int, str, str, str, str]:
+    return (r.account_id, r.amount, r.currency, r.destination, r.device, r.ip)
+
+
 def _request_of(payout: Payout) -> Request:
     return Request(
         key=payout.request_key,
@@ -745,6 +835,8 @@ def _earlier(payout: Payout) -> Earlier:
         status=payout.status,
         amount=payout.amount,
         created_ns=payout.created_ns,
+        gross=payout.gross,
+        reset=payout.reset,
     )
 
 
@@ -835,3 +927,11 @@ def _decided(payout: Payout, who: Who, *, before: Any = None) -> AuditRecord:
 
 
 RemotePayoutSupervisor: Any = ray.remote(PayoutSupervisor)
+
+
+def start_payouts(database_url: str, runtime: Any, config: PayoutConfig | None = None) -> Any:
+    """The payout supervisor actor over a started runtime. Ray restarts it if its process dies
+    and sends it again the calls it held (each is safe to repeat: requests by their key)."""
+    return RemotePayoutSupervisor.options(
+        max_restarts=-1, max_task_retries=-1, max_concurrency=10_000
+    ).remote(database_url, desk_of(runtime), config or PayoutConfig())

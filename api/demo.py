@@ -23,6 +23,7 @@ import ray
 from aiohttp import web
 from hdrh.histogram import HdrHistogram
 
+from actors.payouts import start_payouts
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig, RuntimeStats
 from api.admin.follower import FollowerConfig
@@ -186,12 +187,15 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     engine = create_engine(settings.database_url)
     async with engine.begin() as conn:
         issued = await issue_token(conn, f"demo-{run_id}", Role.ADMIN, by="demo")
-    app = create_app(runtime, engine, follow=FollowerConfig(), hub=runtime.hub)
+    payouts = start_payouts(settings.database_url, runtime)
+    await payouts.ready.remote()
+    app = create_app(runtime, engine, follow=FollowerConfig(), hub=runtime.hub, payouts=payouts)
     runner, address = await serve_http(app, settings.http_host, settings.http_port)
     say(f"HTTP app:       {address}/api/docs (admin token for this run: {issued.token})")
     say(f"Risk page:      {address}/risk/ (paste the token)")
     bearer = f"Authorization: Bearer {issued.token}"
     say(f"  curl -H '{bearer}' {address}/api/v1/accounts/{account_ids[0]}")
+    say(f"Payouts:        {address}/api/v1/payouts?status=review (finance's review queue)")
     for name, router in runtime.routers.items():
         say(f"connection {name}: shards={router.shard_count}")
     say(f"database={database_label(settings.database_url)}")
@@ -205,6 +209,8 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
         return await summarise(runtime, settings, elapsed)
     finally:
         await runner.cleanup()
+        await payouts.close.remote()
+        ray.kill(payouts)
         await runtime.close()
         await engine.dispose()
 

@@ -32,7 +32,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from actors.payments import PayoutPolicy, ProviderConfig
-from actors.payouts import PayoutConfig, RemotePayoutSupervisor, desk_of
+from actors.payouts import PayoutConfig, start_payouts
 from actors.reconcile import ReconcileConfig
 from actors.runtime import Runtime, RuntimeConfig
 from api.app import create_app
@@ -85,9 +85,7 @@ async def run(burst: Burst, kill_after: int | None) -> Report:
             policy=PayoutPolicy(retry_s=600.0),
             provider=ProviderConfig(min_latency_s=600.0, max_latency_s=600.0),
         )
-        supervisor = RemotePayoutSupervisor.options(
-            max_restarts=-1, max_task_retries=-1, max_concurrency=10_000
-        ).remote(url, desk_of(runtime), config)
+        supervisor = start_payouts(url, runtime, config)
         runner = web.AppRunner(create_app(runtime, engine, payouts=supervisor))
         try:
             population = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from typing import Any
 
@@ -24,14 +25,16 @@ from api.admin import traders as trader_store
 from api.admin.accounts import Reason
 from api.auth import Permission
 from api.endpoints import Call, Endpoint, Reply
-from api.money import amount_text, parse_amount
 from api.pagination import Page, PageQuery, decode_cursor, keyset, page_of
 from api.problems import ApiError, FieldError, invalid, not_found
 from api.services import PAYOUTS
 from ledger import audit, kyc
 from ledger import payouts as store
+from ledger.money import amount_text, parse_amount
 from ledger.payouts import Payout, Status
 from ledger.schema import kyc_tiers, payouts
+
+log = logging.getLogger(__name__)
 
 
 class PayoutIn(BaseModel):
@@ -56,8 +59,8 @@ class PayoutIn(BaseModel):
     @field_validator("amount")
     @classmethod
     def _amount(cls, value: str, info: ValidationInfo) -> str:
-        if "currency" in info.data:
-            parse_amount(value, info.data["currency"])
+        if "currency" in info.data and parse_amount(value, info.data["currency"]) > MAX_MINOR:
+            raise ValueError(f"at most {MAX_MINOR} minor units")
         return value
 
     @field_validator("ip")
@@ -66,6 +69,10 @@ class PayoutIn(BaseModel):
         if value:
             ipaddress.ip_address(value)  # ValueError names the bad address
         return value
+
+
+MAX_MINOR = 10**15
+"""The largest payout amount in minor units (10 trillion dollars; far inside 64 bits)."""
 
 
 class CheckOut(BaseModel):
@@ -169,9 +176,15 @@ async def _ask(pending: Any) -> Payout:
     return payout
 
 
+_PROBLEMS = {
+    "not_found": (404, "Payout not found"),
+    "conflict": (409, "Payout cannot take this step"),
+    "key_reused": (409, "Idempotency-Key reused"),
+}
+
+
 def _problem(exc: PayoutError) -> ApiError:
-    status = {"not_found": 404, "conflict": 409}.get(exc.code, 503)
-    title = {404: "Payout not found", 409: "Payout not in review"}.get(status, "Unavailable")
+    status, title = _PROBLEMS.get(exc.code, (503, "Payouts unavailable"))
     return ApiError(status, title, exc.detail)
 
 
@@ -248,7 +261,9 @@ class KycOut(BaseModel):
     tier: kyc.Tier
     requested: kyc.Tier | None = Field(description="the tier a held payout asked for")
     released: list[PayoutOut] = Field(
-        default_factory=list, description="held payouts decided again after this change"
+        default_factory=list,
+        description="held payouts decided again after this change (empty if the payout "
+        "supervisor could not be reached: its periodic re-check decides them)",
     )
 
 
@@ -287,7 +302,10 @@ async def set_kyc(call: Call) -> Reply:
     released: list[Payout] = []
     handle = call.request.app.get(PAYOUTS)
     if handle is not None:
-        released = await handle.kyc_changed.remote(trader_id)
+        try:
+            released = await handle.kyc_changed.remote(trader_id)
+        except RayError:  # the tier is recorded: the supervisor's own re-check releases them
+            log.warning("payout supervisor unreachable after KYC of %s", trader_id)
     return Reply(
         KycOut(
             trader_id=trader_id,

@@ -23,11 +23,11 @@ from api.admin import traders as trader_store
 from api.admin.registry import Registered, Status
 from api.auth import Permission
 from api.endpoints import Call, Endpoint, Reply
-from api.money import amount_text, parse_amount
 from api.pagination import Page, PageQuery, decode_cursor, keyset, page_of
 from api.problems import ApiError, FieldError, invalid, not_found
 from api.services import Operator
 from ledger import audit
+from ledger.money import amount_text, parse_amount
 from ledger.schema import accounts, purchases
 
 

@@ -47,8 +47,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from api.admin.traders import country_code
 from api.auth import Permission
 from api.endpoints import REQUEST_ID, Call, Endpoint, Reply
-from api.money import amount_text
 from api.pagination import PageQuery, decode_cursor, page_of
+from ledger.money import amount_text
 from ledger.schema import accounts, purchases, traders
 
 # -- money and time ----------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """Trader timeline: `GET /api/v1/traders/{trader_id}/timeline`, a trader's whole history, newest
 first.
 
-Each source (the accounts registry, the journal, the audit trail; payouts and KYC will follow) is
-one function in `SOURCES` that fetches at most `limit + 1` entries past the cursor, through an
-index, and a page is the merge of their answers. So a deep page costs what the first one costs,
-and a new source is one more function.
+Each source (the accounts registry, the journal, the audit trail, which holds every payout step
+and KYC tier change) is one function in `SOURCES` that fetches at most `limit + 1` entries past
+the cursor, through an index, and a page is the merge of their answers. So a deep page costs
+what the first one costs, and a new source is one more function.
 
 The order is (ts_ns desc, source, seq desc, ref): `seq` is the journal's or the audit trail's own
 number; accounts have none, so an `account_opened` has seq 0 and its account id as `ref` (empty

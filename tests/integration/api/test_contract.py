@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actors.payouts import RemotePayoutSupervisor, desk_of
+from actors.payouts import start_payouts
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
 from api.app import endpoints
@@ -112,7 +112,7 @@ async def api(engine: AsyncEngine, migrated_postgres_url: str) -> AsyncIterator[
         )
     )
     await runtime.start()
-    payouts = RemotePayoutSupervisor.remote(migrated_postgres_url, desk_of(runtime))
+    payouts = start_payouts(migrated_postgres_url, runtime)
     try:
         async with serve(engine, runtime, hub=runtime.hub, payouts=payouts) as client:
             yield client

@@ -11,7 +11,7 @@ import ray
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.payments import PayoutPolicy, ProviderConfig
-from actors.payouts import PayoutConfig, RemotePayoutSupervisor, desk_of
+from actors.payouts import PayoutConfig, start_payouts
 from actors.reconcile import ReconcileConfig
 from actors.runtime import Runtime, RuntimeConfig
 from bridge.connections import EmbeddedConnection
@@ -53,9 +53,7 @@ async def runtime(migrated_postgres_url: str, engine: AsyncEngine) -> AsyncItera
 
 
 def start_supervisor(url: str, runtime: Runtime, config: PayoutConfig = FAST) -> Any:
-    return RemotePayoutSupervisor.options(
-        max_restarts=-1, max_task_retries=-1, max_concurrency=10_000
-    ).remote(url, desk_of(runtime), config)
+    return start_payouts(url, runtime, config)
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from actors.payout_checks import Request
+from actors.payouts import PayoutError
 from actors.runtime import Runtime
 from api.auth import Role
 from ledger import books, kyc
@@ -207,6 +209,25 @@ async def test_finance_works_the_review_queue_and_kyc_releases_a_held_payout(
     )  # fmt: skip
     assert await supervisor.idle.remote(30.0)
     assert (await payout(api, to_pay["id"]))["status"] == "settled"
+
+    # A key is one request: the same key with another amount, at the same time, is refused.
+    def asked(amount: int) -> Request:
+        return Request(key="tok:same", account_id="acc-one-day-0", amount=amount,
+                       currency="USD", destination="DE89-one-day-0", device="", ip="")  # fmt: skip
+
+    first, second = await asyncio.gather(
+        supervisor.submit.remote(asked(100_00)),
+        supervisor.submit.remote(asked(200_00)),
+        return_exceptions=True,
+    )
+    assert first.request_key == "tok:same", first
+    assert isinstance(second, PayoutError), second
+    assert second.code == "key_reused", second
+    again = await supervisor.submit.remote(asked(100_00))  # a true resend: the same payout
+    assert again.id == first.id
+    status, _ = await api.call("POST", f"/api/v1/payouts/{first.id}/reject", role=Role.FINANCE,
+                               json={"reason": "test request, withdrawn"})  # fmt: skip
+    assert status == 409  # rejected (its period is paid), not in review
 
     # KYC: light is not enough for a payout; the held payout asks for full, and is decided
     # again (approved) when compliance records it.

@@ -156,6 +156,20 @@ def test_the_amount_is_at_most_the_split_of_the_withdrawable_profit() -> None:
     assert "at most 400.00 USD" in failed["amount"]
 
 
+def test_profit_an_earlier_payout_still_draws_on_is_not_withdrawable_again() -> None:
+    # In review from the last period, not yet taken off the platform: its 625.00 gross counts.
+    open_one = Earlier(
+        id="po_0", period=-1, status=Status.REVIEW, amount=500_00, created_ns=FUNDED, gross=625_00
+    )
+    assert run(req=request(220_00), earlier=[open_one])[0] is Status.APPROVED
+    outcome, failed = run(req=request(220_01), earlier=[open_one])
+    assert outcome is Status.REJECTED
+    assert "at most 220.00 USD (80% of 275.00 USD)" in failed["amount"]
+    # Once reset on the platform, the balance no longer holds it: nothing is subtracted twice.
+    done = msgspec.structs.replace(open_one, status=Status.SETTLED, reset=True)
+    assert run(req=request(720_00), earlier=[done])[0] is Status.APPROVED
+
+
 def test_below_the_plans_minimum_or_without_profit_is_rejected() -> None:
     outcome, failed = run(req=request(49_99))
     assert outcome is Status.REJECTED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.money import amount_text, parse_amount
+from ledger.money import amount_text, parse_amount
 
 
 @pytest.mark.parametrize(
