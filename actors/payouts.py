@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 class PayoutConfig(msgspec.Struct, frozen=True, kw_only=True):
     policy: PayoutPolicy = PayoutPolicy()
     provider: ProviderConfig = ProviderConfig()
-    batch_wait_s: float = 0.002  # gather the requests arriving this long after the first
+    batch_wait_s: float = 0.005  # gather the requests arriving this long after the first
     max_batch: int = 2_000
     recheck_s: float = 2.0  # how often held payouts are checked against KYC again
     reset_timeout_s: float = 30.0  # how long a platform balance reset waits for the bridge
@@ -112,6 +112,15 @@ class PayoutError(Exception):
         return type(self), (self.code, self.detail)
 
 
+class PayoutStats(msgspec.Struct, kw_only=True):
+    """What the supervisor has decided since it started, and the time it spent doing it."""
+
+    requests: int = 0  # decided or answered from an earlier decision
+    batches: int = 0
+    largest_batch: int = 0
+    deciding_s: float = 0.0  # wall time inside decision batches (facts, checks, commit)
+
+
 class ResetRefused(Exception):
     """The platform answered a balance reset with a refusal (not a time-out)."""
 
@@ -140,9 +149,16 @@ class PayoutSupervisor:
         self.updated = asyncio.Event()
         self.open: dict[str, Payout] = {}  # unfinished payouts, by id
         self.held_at: dict[str, kyc.Tier] = {}  # a held payout's trader's tier when held
+        self.stats = PayoutStats()
         self.resetting: set[str] = set()  # payouts whose platform balance reset is under way
         self.stuck: set[str] = set()  # payouts whose reset the platform refused
-        self.writing = asyncio.Lock()  # one state change at a time (batches keep it short)
+        # Two locks, always taken in this order. `deciding`: one decision batch at a time (a
+        # batch must see the ones before it). `writing`: one change to existing payouts at a
+        # time. A decision only inserts new payouts, and sending, settling or reviewing one
+        # never changes what a decision reads of it (it stays not rejected, drawing its gross),
+        # so money can move while requests are decided.
+        self.deciding = asyncio.Lock()
+        self.writing = asyncio.Lock()
         self.currencies: set[str] = set()  # whose chart of accounts is open
         self.tasks: set[asyncio.Task[Any]] = set()
         self.loops: list[asyncio.Task[None]] = []
@@ -197,6 +213,9 @@ class PayoutSupervisor:
     async def ping(self) -> Pulse:
         return pulse()
 
+    async def counters(self) -> PayoutStats:
+        return self.stats
+
     async def close(self) -> None:
         for task in [*self.loops, *self.tasks]:
             task.cancel()
@@ -238,8 +257,13 @@ class PayoutSupervisor:
             del self.inbox[: len(batch)]
             if not self.inbox:
                 self.arrived.clear()
+            started = time.perf_counter()
             try:
                 await self._decide(batch)
+                self.stats.requests += len(batch)
+                self.stats.batches += 1
+                self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+                self.stats.deciding_s += time.perf_counter() - started
             except Exception as exc:
                 log.exception("deciding %d payout requests failed", len(batch))
                 for pending in batch:
@@ -252,7 +276,7 @@ class PayoutSupervisor:
         first: dict[str, Request] = {}
         for pending in batch:
             first.setdefault(pending.request.key, pending.request)
-        async with self.writing:
+        async with self.deciding:
             async with self.engine.connect() as conn:
                 done = await store.by_keys(conn, first)
             fresh = [r for key, r in first.items() if key not in done]
@@ -293,15 +317,19 @@ class PayoutSupervisor:
         ids = {r.account_id for r in requests}
         async with self.engine.connect() as conn:
             registered = await _registered(conn, ids)
-            earlier = await store.of_accounts(conn, ids)
-            tiers = await kyc.tiers(conn, {r.trader_id for r in registered.values()})
-            signals = await store.sharing(
-                conn,
-                (r.destination for r in requests),
-                (r.device for r in requests),
-                (r.ip for r in requests),
-            )
-        facts = await self._facts(registered)
+            # The shards answer while the database does: both take milliseconds.
+            asked = asyncio.ensure_future(self._facts(registered))
+            try:
+                earlier = await store.of_accounts(conn, ids)
+                tiers = await kyc.tiers(conn, {r.trader_id for r in registered.values()})
+                signals = await store.sharing(
+                    conn,
+                    [r.destination for r in requests],
+                    [r.device for r in requests],
+                    [r.ip for r in requests],
+                )
+            finally:
+                facts = await asked
         history: dict[str, list[Earlier]] = defaultdict(list)
         for p in earlier:
             if p.id not in exclude:
@@ -460,7 +488,7 @@ class PayoutSupervisor:
         """Run the checklist again for held payouts, each keeping its id and request."""
         if not held:
             return []
-        async with self.writing:
+        async with self.deciding, self.writing:
             held = [p for p in held if self.open.get(p.id) is p and p.status is Status.HELD]
             requests = [_request_of(p) for p in held]
             made = await self._evaluate(requests, frozenset(p.id for p in held))
@@ -634,8 +662,7 @@ class PayoutSupervisor:
         a rejected one held."""
         currencies = {m.debit.rsplit(":", 1)[1] for m in moves}
         async with self.engine.begin() as conn:
-            for payout in sorted(changed, key=lambda p: p.status is not Status.REJECTED):
-                await store.save(conn, payout)
+            await store.save(conn, sorted(changed, key=lambda p: p.status is not Status.REJECTED))
             if moves:
                 await self._books(conn, currencies)
                 await books.transfer_many(conn, moves)

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 import msgspec
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.schema import payouts
@@ -104,12 +104,27 @@ async def insert(conn: AsyncConnection, found: Sequence[Payout]) -> None:
         await conn.execute(payouts.insert(), [row_of(p) for p in found])
 
 
-async def save(conn: AsyncConnection, payout: Payout) -> None:
-    """Write a payout's changed fields (everything but its identity)."""
-    values = row_of(payout)
-    for fixed in ("id", "request_key", "created_ns"):
-        values.pop(fixed)
-    await conn.execute(update(payouts).where(payouts.c.id == payout.id).values(**values))
+_FIXED = ("id", "request_key", "created_ns")
+_SAVE = (
+    update(payouts)
+    .where(payouts.c.id == bindparam("_id"))
+    .values({c.name: bindparam(c.name) for c in payouts.columns if c.name not in _FIXED})
+)
+
+
+async def save(conn: AsyncConnection, changed: Sequence[Payout]) -> None:
+    """Write the payouts' changed fields (everything but their identity), in order, as one
+    statement executed for each."""
+    if not changed:
+        return
+    rows = []
+    for payout in changed:
+        values = row_of(payout)
+        values["_id"] = values.pop("id")
+        for fixed in _FIXED[1:]:
+            values.pop(fixed)
+        rows.append(values)
+    await conn.execute(_SAVE, rows)
 
 
 async def by_keys(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, Payout]:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import platform
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -32,7 +34,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from actors.payments import PayoutPolicy, ProviderConfig
-from actors.payouts import PayoutConfig, start_payouts
+from actors.payouts import PayoutConfig, PayoutStats, start_payouts
 from actors.reconcile import ReconcileConfig
 from actors.runtime import Runtime, RuntimeConfig
 from api.app import create_app
@@ -44,7 +46,7 @@ from ledger.database import create_engine
 from ledger.schema import payouts
 from loadtests.common import positive, scratch_database, write_report
 from loadtests.entity import _cpu_model
-from loadtests.funded import PLAN, Burst, Trader, friday, seed
+from loadtests.funded import PLAN, Answers, Burst, Trader, friday, seed
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -60,6 +62,9 @@ class Report(msgspec.Struct, kw_only=True):
     in_progress_waits: int
     payouts: int
     outcomes: dict[str, int]
+    supervisor_batches: int
+    supervisor_largest_batch: int
+    supervisor_deciding_s: float
     one_payout_per_key: bool
     one_payout_per_period: bool
 
@@ -100,16 +105,16 @@ async def run(burst: Burst, kill_after: int | None) -> Report:
             host, port = runner.addresses[0][:2]
             async with engine.begin() as conn:
                 token = (await create_token(conn, "bench", Role.OPERATIONS)).token
-            answers = await friday(
-                f"http://{host}:{port}",
-                token,
-                burst,
-                "bench",
-                kill=supervisor if kill_after else None,
-                kill_after=kill_after or 0,
-            )
+            url = f"http://{host}:{port}"
+            if kill_after:  # the killer needs the supervisor's handle: callers in this process
+                answers = await friday(
+                    url, token, burst, "bench", kill=supervisor, kill_after=kill_after
+                )
+            else:  # callers are elsewhere, as a firm's are: their own process
+                answers = await _elsewhere(url, token, burst)
             async with engine.connect() as conn:
                 rows = (await conn.execute(select(payouts.c.account_id, payouts.c.status))).all()
+            counted: PayoutStats = await supervisor.counters.remote()
         finally:
             await runner.cleanup()
             await supervisor.close.remote()
@@ -132,10 +137,28 @@ async def run(burst: Burst, kill_after: int | None) -> Report:
         in_progress_waits=answers.in_progress,
         payouts=len(rows),
         outcomes=dict(sorted(outcomes.items())),
+        supervisor_batches=counted.batches,
+        supervisor_largest_batch=counted.largest_batch,
+        supervisor_deciding_s=round(counted.deciding_s, 2),
         one_payout_per_key=len(rows) == len(answers.by_key)
         and all(len(ids) == 1 for ids in answers.by_key.values()),
         one_payout_per_period=all(n == 1 for n in kept.values()),
     )
+
+
+async def _elsewhere(url: str, token: str, burst: Burst) -> Answers:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        loop = asyncio.get_running_loop()
+        raw = await loop.run_in_executor(
+            pool, _burst_in_child, url, token, msgspec.msgpack.encode(burst)
+        )
+    return msgspec.msgpack.decode(raw, type=Answers)
+
+
+def _burst_in_child(url: str, token: str, raw: bytes) -> bytes:
+    burst = msgspec.msgpack.decode(raw, type=Burst)
+    return msgspec.msgpack.encode(asyncio.run(friday(url, token, burst, "bench")))
 
 
 async def _traded(runtime: Runtime, accounts: int) -> None:
@@ -164,6 +187,8 @@ def render(r: Report) -> str:
             f"waits on a key       {r.in_progress_waits} (409 in progress, sent again)",
             f"payouts written      {r.payouts:,}: "
             + ", ".join(f"{k} {v:,}" for k, v in r.outcomes.items()),
+            f"supervisor           {r.supervisor_batches} batches (largest "
+            f"{r.supervisor_largest_batch}), {r.supervisor_deciding_s:.2f} s deciding",
             f"one payout per key   {r.one_payout_per_key}",
             f"one per period       {r.one_payout_per_period}",
         ]
