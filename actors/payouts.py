@@ -26,7 +26,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -184,21 +184,12 @@ class PayoutSupervisor:
             asyncio.create_task(self._resolve_forever()),
             asyncio.create_task(self._recheck_forever()),
         ]
-        approved = [p for p in found if p.status is Status.APPROVED]
-        sent = [p for p in found if p.status is Status.SENT]
-        failed = [p for p in found if p.status is Status.FAILED]
-        unreset = [p for p in found if p.status is Status.SETTLED and not p.reset]
         if found:
-            log.info(
-                "payouts recovered: %d unfinished (%d approved, %d sent, %d failed, %d to reset)",
-                len(found), len(approved), len(sent), len(failed), len(unreset),
-            )  # fmt: skip
-        self._spawn(self._send(approved))
+            counts = Counter(p.status.value for p in found)
+            log.info("payouts recovered: %d unfinished %s", len(found), dict(counts))
+        sent = [p for p in found if p.status is Status.SENT]
         self._spawn(self._order(sent))  # the provider knows a reference it has seen
-        for payout in failed:
-            self._spawn(self._retry_later(payout.id, 0.0))
-        for payout in unreset:
-            self._spawn(self._reset(payout.id))
+        self._sweep()  # sends the approved, retries the failed that are due, resets the settled
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -288,7 +279,7 @@ class PayoutSupervisor:
             if payout.status is Status.HELD:
                 self.held_at[payout.id] = decision.tier
             done[payout.request_key] = payout
-            if payout.status not in (Status.REJECTED,):
+            if payout.status is not Status.REJECTED:
                 self.open[payout.id] = payout
         for pending in batch:
             payout = done[pending.request.key]
@@ -382,8 +373,9 @@ class PayoutSupervisor:
         records = []
         moves = []
         for payout, decision in made:
-            who = Who(actor=SUPERVISOR.actor, role=SUPERVISOR.role)
-            who = msgspec.structs.replace(who, request_id=request_ids.get(payout.request_key, ""))
+            who = msgspec.structs.replace(
+                SUPERVISOR, request_id=request_ids.get(payout.request_key, "")
+            )
             records.append(_record(payout, "payout.request", who, after=_summary(payout)))
             records.append(_decided(payout, who))
             if payout.status is Status.APPROVED:
@@ -616,8 +608,6 @@ class PayoutSupervisor:
         for payout in changed:
             if payout.status is Status.SETTLED:
                 self._spawn(self._reset(payout.id))
-            elif payout.status is Status.FAILED:
-                self._spawn(self._retry_later(payout.id, self.policy.retry_s))
 
     def _answered(
         self, payout: Payout, update: PaymentUpdate
@@ -680,12 +670,6 @@ class PayoutSupervisor:
                 self.held_at.pop(payout.id, None)
             else:
                 self.open[payout.id] = payout
-
-    async def _retry_later(self, payout_id: str, delay_s: float) -> None:
-        await asyncio.sleep(delay_s)
-        payout = self.open.get(payout_id)
-        if payout is not None and payout.status is Status.FAILED:
-            await self._send([payout])
 
     async def _reset(self, payout_id: str) -> None:
         """Take the payout's gross profit off the platform account (the bridge's balance lane),
@@ -867,55 +851,40 @@ def _earlier(payout: Payout) -> Earlier:
     )
 
 
-def _accrual(payout: Payout) -> books.Move:
-    """Approval: the firm owes the trader the amount (expense against payable)."""
+def _move(
+    payout: Payout, id: str, debit: str, credit: str, amount: int, *, pending: bool = False
+) -> books.Move:
+    """A transfer of the payout's, between ledger accounts named without their currency."""
     c = payout.currency
     return books.Move(
-        id=f"{payout.id}:accrue",
-        debit=f"payouts:expense:{c}",
-        credit=f"payouts:payable:{c}",
-        amount=payout.amount,
+        id=id,
+        debit=f"{debit}:{c}",
+        credit=f"{credit}:{c}",
+        amount=amount,
+        pending=pending,
         reference=payout.id,
     )
 
 
+def _accrual(payout: Payout) -> books.Move:
+    """Approval: the firm owes the trader the amount (expense against payable)."""
+    return _move(payout, f"{payout.id}:accrue", "payouts:expense", "payouts:payable", payout.amount)
+
+
 def _reversal(payout: Payout) -> books.Move:
     """A rejection after approval: the amount is no longer owed."""
-    c = payout.currency
-    return books.Move(
-        id=f"{payout.id}:reverse",
-        debit=f"payouts:payable:{c}",
-        credit=f"payouts:expense:{c}",
-        amount=payout.amount,
-        reference=payout.id,
+    return _move(
+        payout, f"{payout.id}:reverse", "payouts:payable", "payouts:expense", payout.amount
     )
 
 
 def _sending(payout: Payout) -> list[books.Move]:
     """An attempt in flight: the amount (payable against the rail's cash) and the rail's fee
     (fee expense against the same cash), both pending until the provider answers."""
-    c, ref = payout.currency, payout.reference
-    moves = [
-        books.Move(
-            id=f"{ref}:send",
-            debit=f"payouts:payable:{c}",
-            credit=f"cash:{payout.rail}:{c}",
-            amount=payout.amount,
-            pending=True,
-            reference=payout.id,
-        )
-    ]
+    ref, cash = payout.reference, f"cash:{payout.rail}"
+    moves = [_move(payout, f"{ref}:send", "payouts:payable", cash, payout.amount, pending=True)]
     if payout.fee:
-        moves.append(
-            books.Move(
-                id=f"{ref}:fee",
-                debit=f"rails:fees:{c}",
-                credit=f"cash:{payout.rail}:{c}",
-                amount=payout.fee,
-                pending=True,
-                reference=payout.id,
-            )
-        )
+        moves.append(_move(payout, f"{ref}:fee", "rails:fees", cash, payout.fee, pending=True))
     return moves
 
 

@@ -32,7 +32,7 @@ from ledger import audit, kyc
 from ledger import payouts as store
 from ledger.money import amount_text, parse_amount
 from ledger.payouts import Payout, Status
-from ledger.schema import kyc_tiers, payouts
+from ledger.schema import payouts
 
 log = logging.getLogger(__name__)
 
@@ -271,12 +271,8 @@ async def get_kyc(call: Call) -> Reply:
     trader_id = call.path("trader_id")
     async with call.engine.connect() as conn:
         await trader_store.load(conn, trader_id)  # 404 for an unknown trader
-        row = (
-            await conn.execute(select(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id))
-        ).first()
-    if row is None:
-        return Reply(KycOut(trader_id=trader_id, tier=kyc.Tier.NONE, requested=None))
-    return Reply(KycOut(trader_id=trader_id, tier=row.tier, requested=row.requested))
+        found = await kyc.case(conn, trader_id) or kyc.Case(tier=kyc.Tier.NONE, requested=None)
+    return Reply(KycOut(trader_id=trader_id, tier=found.tier, requested=found.requested))
 
 
 async def set_kyc(call: Call) -> Reply:
@@ -286,15 +282,9 @@ async def set_kyc(call: Call) -> Reply:
     trader_id = call.path("trader_id")
     async with call.engine.begin() as conn:
         await trader_store.load(conn, trader_id)
-        found = (
-            await conn.execute(select(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id))
-        ).first()
-        before = {"tier": found.tier, "requested": found.requested} if found else None
-        await kyc.set_tier(conn, trader_id, body.tier)
-        row = (
-            await conn.execute(select(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id))
-        ).one()
-        after = {"tier": row.tier, "requested": row.requested, "reason": body.reason}
+        before = await kyc.case(conn, trader_id)
+        recorded = await kyc.set_tier(conn, trader_id, body.tier)
+        after = {**msgspec.to_builtins(recorded), "reason": body.reason}
         record = call.audit(
             "kyc.set_tier", "trader", trader_id, before=before, after=after, trader_id=trader_id
         )
@@ -309,8 +299,8 @@ async def set_kyc(call: Call) -> Reply:
     return Reply(
         KycOut(
             trader_id=trader_id,
-            tier=row.tier,
-            requested=row.requested,
+            tier=recorded.tier,
+            requested=recorded.requested,
             released=[payout_out(p) for p in released],
         )
     )
