@@ -121,13 +121,21 @@ class PayoutStats(msgspec.Struct, kw_only=True):
     deciding_s: float = 0.0  # wall time inside decision batches (facts, checks, commit)
 
 
+class Submitted(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a payout request: the payout as it stands, and whether an earlier
+    request under the same key made it (`replayed`: this one changed nothing)."""
+
+    payout: Payout
+    replayed: bool
+
+
 class ResetRefused(Exception):
     """The platform answered a balance reset with a refusal (not a time-out)."""
 
 
 class _Pending(msgspec.Struct):
     request: Request
-    future: asyncio.Future[Payout]
+    future: asyncio.Future[Submitted]
 
 
 class PayoutSupervisor:
@@ -232,10 +240,11 @@ class PayoutSupervisor:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    async def submit(self, request: Request) -> Payout:
-        """Decide a payout request (the same `key` again answers the payout it made)."""
+    async def submit(self, request: Request) -> Submitted:
+        """Decide a payout request. The same `key` again answers the payout it made, as it
+        stands now (`replayed`); under another request it is refused (`key_reused`)."""
         await self.ready()
-        future: asyncio.Future[Payout] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Submitted] = asyncio.get_running_loop().create_future()
         self.inbox.append(_Pending(request, future))
         self.arrived.set()
         return await future
@@ -281,8 +290,12 @@ class PayoutSupervisor:
             done[payout.request_key] = payout
             if payout.status is not Status.REJECTED:
                 self.open[payout.id] = payout
+        made_now = {p.request_key for p, _ in made}
         for pending in batch:
             payout = done[pending.request.key]
+            # The first request of a key in this batch made its payout; any other only met it.
+            replayed = payout.request_key not in made_now
+            made_now.discard(payout.request_key)
             if pending.future.done():
                 continue
             if _asked(payout) != _asked_of(pending.request):
@@ -293,7 +306,7 @@ class PayoutSupervisor:
                     )
                 )
             else:
-                pending.future.set_result(payout)
+                pending.future.set_result(Submitted(payout=payout, replayed=replayed))
         approved = [p for p, _ in made if p.status is Status.APPROVED]
         if approved:
             self._spawn(self._send(approved))

@@ -110,7 +110,10 @@ Handler = Callable[[Call], Awaitable[Reply | web.StreamResponse]]
 @dataclass(frozen=True)
 class Endpoint:
     """One route. `permission` None: public. `idempotent`: it creates something, so
-    `Idempotency-Key` is honoured. `errors`: statuses it can answer besides the common ones
+    `Idempotency-Key` is honoured (answers stored by `api/idempotency.py`). `own_key`: the
+    handler requires the key and keeps it itself, in the store of what it creates, so the
+    generic store is not used (for a route whose writes must not wait on two extra
+    transactions). `errors`: statuses it can answer besides the common ones
     (401/403 with a permission, 400/422 with a body or query, 404 with a path parameter)."""
 
     method: str
@@ -125,6 +128,7 @@ class Endpoint:
     response: Any = None
     status: int = 200
     idempotent: bool = False
+    own_key: bool = False
     errors: tuple[int, ...] = ()
     also: tuple[int, ...] = ()  # other success statuses, with the same body
     content: tuple[str, ...] = ("application/json",)
@@ -149,7 +153,8 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             request_id=request[REQUEST_ID_KEY],
         )
         key = request.headers.get(idempotency.HEADER)
-        if endpoint.idempotent and key is not None and principal is not None:
+        stored = endpoint.idempotent and not endpoint.own_key
+        if stored and key is not None and principal is not None:
             return await _idempotent(endpoint, call, principal, key, raw)
         return encode(await endpoint.handler(call))
 

@@ -143,12 +143,17 @@ def _parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
     if endpoint.query is not None:
         parameters += _query_parameters(endpoint.query)
     if endpoint.idempotent:
+        own = (
+            "Required. Retry safely: the same key and request answers what the first made, "
+            "as it stands now; another request under the key is a 409."
+        )
+        stored = "Retry safely: the same key and body returns the first answer."
         parameters.append(
             {
                 "name": HEADER,
                 "in": "header",
-                "required": False,
-                "description": "Retry safely: the same key and body returns the first answer.",
+                "required": endpoint.own_key,
+                "description": own if endpoint.own_key else stored,
                 "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
             }
         )

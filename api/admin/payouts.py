@@ -19,7 +19,7 @@ from ray.exceptions import RayActorError, RayError
 from sqlalchemy import select
 
 from actors.payout_checks import Request
-from actors.payouts import PayoutError, Who
+from actors.payouts import PayoutError, Submitted, Who
 from api import idempotency
 from api.admin import traders as trader_store
 from api.admin.accounts import Reason
@@ -127,6 +127,7 @@ async def create_payout(call: Call) -> Reply:
     if key is None:
         message = "a payout needs an Idempotency-Key, so that a retry never pays twice"
         raise invalid("header", [FieldError(field=f"header.{idempotency.HEADER}", message=message)])
+    idempotency.check_key(key)
     assert call.principal is not None
     request = Request(
         key=f"{call.principal.token_id}:{key}",
@@ -143,7 +144,7 @@ async def create_payout(call: Call) -> Reply:
     delay_s = 0.05
     while True:
         try:
-            payout = await _ask(handle.submit.remote(request))
+            answer: Submitted = await _ask(handle.submit.remote(request))
             break
         except RayActorError:
             # The supervisor died with the request in hand (nothing was answered, so nothing
@@ -153,16 +154,20 @@ async def create_payout(call: Call) -> Reply:
                 raise ApiError(503, "Payouts unavailable", detail) from None
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, 1.0)
-    return Reply(payout_out(payout), status=201)
+    # The supervisor keeps the key (payouts are unique by it), so the generic store is not
+    # used: a replay answers the payout as it stands now, marked as the generic one marks it.
+    replayed = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+    return Reply(payout_out(answer.payout), status=201, headers=replayed)
 
 
 SUBMIT_PATIENCE_S = 30.0
 """How long a payout request waits for a restarting payout supervisor before a 503."""
 
 
-async def _ask(pending: Any) -> Payout:
+async def _ask(pending: Any) -> Any:
+    """The supervisor's answer to a call, its refusals as problems."""
     try:
-        payout: Payout = await pending
+        answer = await pending
     except PayoutError as exc:
         raise _problem(exc) from None
     except RayActorError:
@@ -173,7 +178,7 @@ async def _ask(pending: Any) -> Payout:
             raise _problem(cause) from None
         detail = f"the payout supervisor failed: {type(exc).__name__}"
         raise ApiError(503, "Payouts unavailable", detail) from exc
-    return payout
+    return answer
 
 
 _PROBLEMS = {
@@ -237,7 +242,8 @@ async def _review(call: Call, *, approve: bool) -> Reply:
     who = Who(actor=principal.name, role=principal.role.value, request_id=call.request_id)
     pending = _supervisor(call).review.remote(call.path("payout_id"), approve, reason, who)
     try:
-        return Reply(payout_out(await _ask(pending)))
+        payout: Payout = await _ask(pending)
+        return Reply(payout_out(payout))
     except RayActorError:
         raise ApiError(
             503,
@@ -321,6 +327,7 @@ ENDPOINTS = [
         response=PayoutOut,
         status=201,
         idempotent=True,
+        own_key=True,
         errors=(409, 503),
     ),
     Endpoint(

@@ -53,6 +53,7 @@ async def check_run(engine: AsyncEngine, answers: Answers) -> dict[str, Counter[
     assert len(BURST.requests()) == 3_000
     assert len(answered) == ACCOUNTS + TWICE  # every key answered...
     assert all(len(ids) == 1 for ids in answered.values())  # ...always with the same payout
+    assert answers.replayed >= RESENT  # of two requests under a key, one at most made it
     async with engine.connect() as conn:
         count = await conn.scalar(select(func.count()).select_from(payouts))
         report = await books.reconcile(conn)
@@ -80,6 +81,7 @@ async def test_a_friday_burst_pays_once_per_key_and_period_and_survives_a_kill(
     async with serve(engine, runtime, payouts=supervisor) as api:
         quiet = await friday(api.url, api.tokens[Role.OPERATIONS], BURST, "calm")
     without_kill = await check_run(engine, quiet)
+    assert quiet.replayed == RESENT  # and only the second of a key is marked a replay
     await supervisor.close.remote()
     ray.kill(supervisor, no_restart=True)
 

@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actors.payout_checks import Request
-from actors.payouts import PayoutError
 from actors.runtime import Runtime
 from api.auth import Role
 from ledger import books, kyc
@@ -52,6 +50,14 @@ def payout_body(
         "device": f"device-{trader.trader_id}",
         "ip": "198.51.100.7" if trader.trader_id.startswith("dup") else "",
     }
+
+
+async def post(api: Api, key: str, body: dict[str, Any]) -> tuple[int, bool, dict[str, Any]]:
+    """(status, whether it was marked a replay, body) of a payout request."""
+    headers = {"Authorization": f"Bearer {api.tokens[Role.OPERATIONS]}", "Idempotency-Key": key}
+    async with api.session.post(api.url + "/api/v1/payouts", json=body, headers=headers) as sent:
+        replayed = sent.headers.get("Idempotent-Replayed") == "true"
+        return sent.status, replayed, dict(await sent.json())
 
 
 async def ask(api: Api, key: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -210,22 +216,25 @@ async def test_finance_works_the_review_queue_and_kyc_releases_a_held_payout(
     assert await supervisor.idle.remote(30.0)
     assert (await payout(api, to_pay["id"]))["status"] == "settled"
 
-    # A key is one request: the same key with another amount, at the same time, is refused.
-    def asked(amount: int) -> Request:
-        return Request(key="tok:same", account_id="acc-one-day-0", amount=amount,
-                       currency="USD", destination="DE89-one-day-0", device="", ip="")  # fmt: skip
-
-    first, second = await asyncio.gather(
-        supervisor.submit.remote(asked(100_00)),
-        supervisor.submit.remote(asked(200_00)),
-        return_exceptions=True,
+    # A key is one request: the same key with another amount, at the same time, is refused;
+    # the same request again answers the payout it made, marked as a replay.
+    one_day = lone[0]
+    both = await asyncio.gather(
+        post(api, "same", payout_body(one_day, "100.00")),
+        post(api, "same", payout_body(one_day, "200.00")),
     )
-    assert first.request_key == "tok:same", first
-    assert isinstance(second, PayoutError), second
-    assert second.code == "key_reused", second
-    again = await supervisor.submit.remote(asked(100_00))  # a true resend: the same payout
-    assert again.id == first.id
-    status, _ = await api.call("POST", f"/api/v1/payouts/{first.id}/reject", role=Role.FINANCE,
+    made = next(found for status, _, found in both if status == 201)
+    refused = next(found for status, _, found in both if status != 201)
+    assert refused["status"] == 409, both
+    assert refused["title"] == "Idempotency-Key reused", refused
+    assert [replayed for status, replayed, _ in both if status == 201] == [False]
+    status, replayed, again = await post(
+        api, "same", payout_body(one_day, made["amount"])
+    )  # a true resend: the same payout
+    assert (status, replayed, again["id"]) == (201, True, made["id"])
+    status, _, bad = await post(api, "k" * 256, payout_body(one_day))
+    assert (status, bad["errors"][0]["field"]) == (400, "header.Idempotency-Key"), bad
+    status, _ = await api.call("POST", f"/api/v1/payouts/{made['id']}/reject", role=Role.FINANCE,
                                json={"reason": "test request, withdrawn"})  # fmt: skip
     assert status == 409  # rejected (its period is paid), not in review
 
