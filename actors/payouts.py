@@ -122,8 +122,10 @@ class PayoutStats(msgspec.Struct, kw_only=True):
 
 
 class Submitted(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer to a payout request: the payout as it stands, and whether an earlier
-    request under the same key made it (`replayed`: this one changed nothing)."""
+    """The answer to a payout request: the payout as it stands, and `replayed`: the key had
+    made the payout before this call was decided, so this call changed nothing. The earlier
+    maker is another request under the key, or this very call, decided and committed by a
+    supervisor that died before answering (Ray resends the call to its successor)."""
 
     payout: Payout
     replayed: bool
