@@ -61,7 +61,39 @@ SCENARIOS: dict[str, Scenario] = {
             ),
         ),
         Scenario(
-            name="onboarding",
+            name="steady",
+            module="loadtests.steady",
+            summary="accounts trading normally: events/s, evaluations/s, breach-to-freeze, "
+            "missed/false breaches, lost events; single-process and polling baselines",
+            bench_args=(
+                "--accounts",
+                "5000",
+                "--duration",
+                "20",
+                "--json",
+                "var/bench/steady.json",
+            ),
+        ),
+        Scenario(
+            name="news_burst",
+            module="loadtests.news_burst",
+            summary="x50 ticks on three symbols while accounts sit near their limits, against an "
+            "oracle; next to a single process, polling on a timer and one actor per account",
+            bench_args=(
+                "--accounts",
+                "10000",
+                "--duration",
+                "15",
+                "--actor-per-account",
+                "10",
+                "--actor-ticks",
+                "200",
+                "--json",
+                "var/bench/news_burst.json",
+            ),
+        ),
+        Scenario(
+            name="onboarding_wave",
             module="loadtests.onboarding",
             summary="provisioning wave through the rate-limited bridge: 429s, accounts opened, "
             "freeze latency during the wave",
@@ -71,7 +103,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "--freezes",
                 "40",
                 "--json",
-                "var/bench/onboarding.json",
+                "var/bench/onboarding_wave.json",
             ),
         ),
         Scenario(
@@ -143,7 +175,7 @@ SCENARIOS: dict[str, Scenario] = {
             bench_args=("--json", "var/bench/payouts.json"),
         ),
         Scenario(
-            name="stream",
+            name="stream_fanout",
             module="loadtests.stream",
             summary="risk stream: 100 websocket clients (10 slow) while the shards publish "
             "equity updates; lag p50/p99/max, updates/s, server memory, slow clients dropped",
@@ -159,7 +191,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "--ring-size",
                 "20000",
                 "--json",
-                "var/bench/stream.json",
+                "var/bench/stream_fanout.json",
             ),
         ),
         Scenario(
@@ -182,16 +214,31 @@ def run(name: str, argv: Sequence[str]) -> int:
         return int(entry() or 0)
 
 
+def command_of(scenario: Scenario) -> str:
+    """The command line that runs `scenario` as `make bench` does."""
+    return " ".join(["python -m loadtests", scenario.name, *scenario.bench_args])
+
+
 def bench() -> int:
-    """The short version of every scenario, one after the other; fails if any failed."""
+    """The short version of every scenario, one after the other, then the report of them all
+    (`var/bench/report.json` and `report.md`); fails if any failed."""
+    from loadtests import report
+
     failed: list[str] = []
+    outcomes: dict[str, tuple[int, float]] = {}
     for scenario in SCENARIOS.values():
-        print(f"== {scenario.name} {' '.join(scenario.bench_args)}", flush=True)
+        print(f"== {command_of(scenario)}", flush=True)
         started = time.perf_counter()
+        stale = report.BENCH / f"{scenario.name}.json"
+        stale.unlink(missing_ok=True)  # a figure in the report must come from this run
         status = run(scenario.name, scenario.bench_args)
-        print(f"== {scenario.name}: exit {status} in {time.perf_counter() - started:.1f} s\n")
+        seconds = round(time.perf_counter() - started, 1)
+        outcomes[scenario.name] = (status, seconds)
+        print(f"== {scenario.name}: exit {status} in {seconds:.1f} s\n")
         if status:
             failed.append(scenario.name)
+    commands = {name: command_of(s) for name, s in SCENARIOS.items()}
+    report.write(report.gather(commands, outcomes), report.BENCH)
     if failed:
         print(f"failed: {', '.join(failed)}")
     return 1 if failed else 0

@@ -1,7 +1,7 @@
 """Onboarding wave: thousands of provisioning requests through the rate-limited bridge, with freezes
 issued during the wave.
 
-`python -m loadtests onboarding [--accounts 5000] [--limit 50] [--freezes 200] [--json PATH]`
+`python -m loadtests onboarding_wave [--accounts 5000] [--limit 50] [--freezes 200] [--json PATH]`
 
 A platform simulator (a Ray actor) enforces `--limit` requests per second and answers a request
 beyond it with a rate-limit refusal (HTTP 429 / MT5 "too frequent requests"), counting each. A
@@ -137,7 +137,7 @@ async def run(options: Options) -> Report:
     freezes_done = sum(1 for code in freeze_codes if code == DONE)
     freezes = latency_ms(freeze_ms)
     return Report(
-        scenario="onboarding",
+        scenario="onboarding_wave",
         machine=f"{_cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}",
         accounts=options.accounts,
         limit_per_s=options.limit,
@@ -183,7 +183,9 @@ def _ms(latency: Latency) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests onboarding", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests onboarding_wave", description=__doc__
+    )
     parser.add_argument("--accounts", type=positive, default=5_000)
     parser.add_argument("--limit", type=float, default=50.0, help="requests/s")
     parser.add_argument("--freezes", type=positive, default=200)

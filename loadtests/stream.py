@@ -1,7 +1,7 @@
 """Risk stream under load: websocket clients of `GET /api/v1/stream` while the shards publish
 equity updates, with some clients deliberately slow.
 
-`python -m loadtests stream [--clients 100] [--slow 10] [--lag-clients 10] [--accounts 300]
+`python -m loadtests stream_fanout [--clients 100] [--slow 10] [--lag-clients 10] [--accounts 300]
 [--shards 2] [--tick-interval-ms 20] [--seconds 30] [--warmup 3] [--sleepy-read-s 1]
 [--clients-nice 0] [--max-stall-s 10] [--max-behind-s 10] [--ring-size 100000] [--no-probes]
 [--admin-url URL] [--json PATH]`
@@ -1508,7 +1508,7 @@ def report_of(c: _Context) -> Report:
         and c.options.clients >= GOAL_CLIENTS
     )
     return Report(
-        scenario="stream",
+        scenario="stream_fanout",
         machine=machine(),
         database=c.database,
         options=c.options,
@@ -1826,7 +1826,7 @@ def _when(slow: Slow) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     defaults = Options()
-    parser = argparse.ArgumentParser(prog="python -m loadtests stream", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loadtests stream_fanout", description=__doc__)
     add = parser.add_argument
     add("--clients", type=positive, default=defaults.clients)
     add("--slow", type=int, default=defaults.slow, help="of --clients: half stalled, half sleepy")

@@ -205,7 +205,7 @@ def test_render_when_given_a_report_then_a_markdown_table_with_the_goal(
 
 @pytest.mark.postgres
 def test_json_when_written_then_it_holds_the_options_used(report: dict[str, Any]) -> None:
-    assert report["scenario"] == "stream"
+    assert report["scenario"] == "stream_fanout"
     assert report["options"]["clients"] == SMALL.clients
     assert report["options"]["accounts"] == SMALL.accounts
     assert "admin_url" not in report["options"]
