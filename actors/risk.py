@@ -231,8 +231,9 @@ class RiskFeed:
         """The rows that changed (at most `max_rows` computed per call: the rest wait for the
         next, so a tick that moves many accounts never holds the shard long), the events, and
         when the earliest of them was applied."""
-        candidates = self.touched
-        for symbol in self.ticked:
+        touched = self.touched  # account events: their positions, so their symbols, may change
+        candidates = set(touched)
+        for symbol in self.ticked:  # a quote moved: only the marks changed
             candidates |= self.holders.get(symbol, set())
         self.ticked = set()
         if len(candidates) > self.max_rows:
@@ -249,9 +250,10 @@ class RiskFeed:
             if account is None:
                 continue
             row = row_of(account, market, self.firm_currency)
-            self._depend(
-                account_id, account.symbols() | _conversions(row, market, self.firm_currency)
-            )
+            if account_id in touched or account_id not in self.depends:
+                self._depend(
+                    account_id, account.symbols() | _conversions(row, market, self.firm_currency)
+                )
             if self.last.get(account_id) != row:
                 self.last[account_id] = row
                 rows.append(row)

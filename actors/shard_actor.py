@@ -79,6 +79,10 @@ class ShardConfig(msgspec.Struct, frozen=True, kw_only=True):
     publish_in_flight: int = 4  # publications unanswered by the hub before the shard waits
     hub_check_s: float = 1.0  # with nothing to publish, ask the hub's epoch this often
     publish_max_rows: int = 1_000  # rows computed per publication (the rest: the next ones)
+    # At most this share of the shard's time goes to publishing: after a publication that took
+    # t, the next waits max(publish_interval_s, t * (1 / share - 1)). Rows conflate meanwhile
+    # (latest wins), so a burst that moves many accounts slows the stream, not the rules.
+    publish_cpu_share: float = 0.25
     firm_currency: str = "USD"
 
 
@@ -455,15 +459,17 @@ class AccountShard:
 
     async def _publish_forever(self) -> None:
         interval = self.config.publish_interval_s
+        rest = 1.0 / self.config.publish_cpu_share - 1.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.publish_wake.wait(), timeout=1.0)
             self.publish_wake.clear()
+            started = time.perf_counter()
             try:
                 await self.publish()
             except Exception:
                 log.exception("%s: publishing to the risk hub failed", self.name)
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(interval, (time.perf_counter() - started) * rest))
 
     # -- persistence -----------------------------------------------------------------------------
 
