@@ -246,7 +246,9 @@ def _baselines(run: Run) -> list[str]:
         f"| shards on Ray (ours) | {_n(ours.get('events_per_s'))} events/s (the offered rate) "
         f"| {_latency(ours, 'breach_to_freeze_ms')} to the freeze on the platform "
         f"| {_count(ours, 'verdict.missed')} / {_count(ours, 'verdict.false')} "
-        f"| {_n(ours.get('cpu_us_per_event'))} µs CPU per event, all processes |",
+        f"| {_n(ours.get('cpu_us_per_event'))} µs CPU per event in the shards and the bridge; "
+        f"the machine {_n(ours.get('cpu_busy_pct'))}% busy with the simulated platform, the "
+        "driver and PostgreSQL |",
         f"| single process, no Ray | {_n(single.get('events_per_s'))} events/s (as fast as it "
         "goes) | on the tick, in process (no platform round trip) "
         f"| {_count(single, 'verdict.missed')} / {_count(single, 'verdict.false')} "
