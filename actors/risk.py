@@ -250,11 +250,15 @@ class RiskFeed:
             if account is None:
                 continue
             row = row_of(account, market, self.firm_currency)
-            if account_id in touched or account_id not in self.depends:
+            last = self.last.get(account_id)
+            # Dependencies follow the positions (account events) and the priced currencies: a
+            # position dealt before its symbol had a quote gains its quote currency, and with
+            # it a conversion pair, at its first tick.
+            if account_id in touched or last is None or _named(last) != _named(row):
                 self._depend(
                     account_id, account.symbols() | _conversions(row, market, self.firm_currency)
                 )
-            if self.last.get(account_id) != row:
+            if last != row:
                 self.last[account_id] = row
                 rows.append(row)
         events, self.events = self.events, []
@@ -273,6 +277,10 @@ class RiskFeed:
         for symbol in symbols - old:
             self.holders.setdefault(symbol, set()).add(account_id)
         self.depends[account_id] = frozenset(symbols)
+
+
+def _named(row: RiskRow) -> set[str]:
+    return {leg.currency for leg in row.currencies}
 
 
 def _conversions(row: RiskRow, market: Market, firm_currency: str) -> frozenset[str]:

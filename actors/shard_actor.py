@@ -79,10 +79,16 @@ class ShardConfig(msgspec.Struct, frozen=True, kw_only=True):
     publish_in_flight: int = 4  # publications unanswered by the hub before the shard waits
     hub_check_s: float = 1.0  # with nothing to publish, ask the hub's epoch this often
     publish_max_rows: int = 1_000  # rows computed per publication (the rest: the next ones)
-    # At most this share of the shard's time goes to publishing: after a publication that took
-    # t, the next waits max(publish_interval_s, t * (1 / share - 1)). Rows conflate meanwhile
-    # (latest wins), so a burst that moves many accounts slows the stream, not the rules.
+    # At most this share of the shard's time goes to publishing: after a publication whose
+    # rows took t to compute and send, the next waits max(publish_interval_s, t * (1 / share -
+    # 1)). Rows conflate meanwhile (latest wins), so a burst that moves many accounts slows the
+    # stream, not the rules. In (0, 1].
     publish_cpu_share: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.publish_cpu_share <= 1.0:
+            raise ValueError(f"publish_cpu_share must be in (0, 1], got {self.publish_cpu_share}")
+
     firm_currency: str = "USD"
 
 
@@ -123,6 +129,7 @@ class AccountShard:
         self.publishing: list[Any] = []  # publications the hub has not answered yet
         self.hub_contact = 0.0  # monotonic time of the last call to the hub
         self.published = 0  # publications sent (numbers them for the hub)
+        self.publish_cost_s = 0.0  # the last publication's compute and send time
         self.unanswered: dict[Any, list[Any]] = {}  # publication -> its events
         self.publish_wake = asyncio.Event()
         self.name = name or f"shard-{shard}"
@@ -410,6 +417,7 @@ class AccountShard:
         await self._reap_published()
         if len(self.publishing) >= self.config.publish_in_flight:
             return 0
+        computing = time.perf_counter()
         rows, events, applied_ns = feed.collect(self.core.accounts, self.core.market)
         now = time.monotonic()
         if not rows and not events:
@@ -425,6 +433,7 @@ class AccountShard:
             rows, events, applied_ns or time.time_ns(), self.name, self.published
         )
         ref = hub.publish.remote(payload)
+        self.publish_cost_s = time.perf_counter() - computing
         self.publishing.append(ref)
         if events:
             self.unanswered[ref] = events  # sent again if the hub loses them
@@ -464,12 +473,12 @@ class AccountShard:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.publish_wake.wait(), timeout=1.0)
             self.publish_wake.clear()
-            started = time.perf_counter()
+            self.publish_cost_s = 0.0
             try:
                 await self.publish()
             except Exception:
                 log.exception("%s: publishing to the risk hub failed", self.name)
-            await asyncio.sleep(max(interval, (time.perf_counter() - started) * rest))
+            await asyncio.sleep(max(interval, self.publish_cost_s * rest))
 
     # -- persistence -----------------------------------------------------------------------------
 

@@ -2,10 +2,12 @@
 commit and each scenario's command, as JSON and as a Markdown table.
 
 `python -m loadtests.report` gathers `var/bench/*.json` into `var/bench/report.json` and
-`var/bench/report.md` (`make bench` does this after the scenarios). `--publish` then copies the
-report to `docs/bench/report.json` and `docs/bench/report.md` and rewrites the README's
+`var/bench/report.md` (`make bench` does this after the scenarios). `--publish [--full JSON ...]`
+then copies the report, with any full-size runs given (a scenario's `--json` output, which names
+its command), to `docs/bench/report.json` and `docs/bench/report.md` and rewrites the README's
 Performance section from it; `--check` exits 1 if the README's section is not the one the
-committed report makes (a test runs it), so the README never states a figure no run produced.
+committed report makes (a test runs it), so the README states no figure that is not in the
+committed report.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Report(msgspec.Struct, kw_only=True):
     commit: str
     dirty: bool
     scenarios: dict[str, Run]
+    full: dict[str, Run] = {}  # full-size runs published with this report, same machine
 
 
 def machine() -> Machine:
@@ -227,7 +230,14 @@ def markdown(report: Report) -> str:
         if run.exit_status:
             cells += f" (exit status {run.exit_status})"
         lines.append(f"| {name} | `{run.command}` | {cells} |")
-    burst = report.scenarios.get("news_burst")
+    if report.full:
+        lines += ["", "At full size, run alone on the same machine:", "",
+                  "| scenario | command | figures |", "|---|---|---|"]  # fmt: skip
+        for name, run in report.full.items():
+            headline = HEADLINES.get(name)
+            cells = headline(run.figures or {}) if headline else "see the JSON"
+            lines.append(f"| {name} | `{run.command}` | {cells} |")
+    burst = report.full.get("news_burst") or report.scenarios.get("news_burst")
     if burst is not None and burst.figures is not None:
         lines += ["", *_baselines(burst)]
     return "\n".join(lines)
@@ -246,9 +256,9 @@ def _baselines(run: Run) -> list[str]:
         f"| shards on Ray (ours) | {_n(ours.get('events_per_s'))} events/s (the offered rate) "
         f"| {_latency(ours, 'breach_to_freeze_ms')} to the freeze on the platform "
         f"| {_count(ours, 'verdict.missed')} / {_count(ours, 'verdict.false')} "
-        f"| {_n(ours.get('cpu_us_per_event'))} µs CPU per event in the shards and the bridge; "
-        f"the machine {_n(ours.get('cpu_busy_pct'))}% busy with the simulated platform, the "
-        "driver and PostgreSQL |",
+        f"| {_n(ours.get('cpu_us_per_event'))} µs CPU per event in our processes (shards, bridge, "
+        f"hub, reconciler, supervisor); the machine {_n(ours.get('cpu_busy_pct'))}% busy with the "
+        "simulated platform, the driver and PostgreSQL |",
         f"| single process, no Ray | {_n(single.get('events_per_s'))} events/s (as fast as it "
         "goes) | on the tick, in process (no platform round trip) "
         f"| {_count(single, 'verdict.missed')} / {_count(single, 'verdict.false')} "
@@ -256,7 +266,8 @@ def _baselines(run: Run) -> list[str]:
     ]
     for poll in f.get("polling") or []:
         lines.append(
-            f"| polling every {_n(poll.get('interval_s'))} s | every account scanned in "
+            f"| polling every {_n(poll.get('interval_s'))} s ({_n(poll.get('phases'))} phases) "
+            f"| every account scanned in "
             f"{_n(poll.get('scan_ms'), 1)} ms | {_latency(poll, 'detection_ms')} "
             f"| {_count(poll, 'verdict.missed')} / {_count(poll, 'verdict.false')} "
             f"| {_n(100 * (poll.get('cpu_share') or 0), 2)}% of a core |"
@@ -285,8 +296,11 @@ def rewrite_readme(text: str, report: Report) -> str:
     return text[:start] + readme_section(report) + text[end:]
 
 
-def publish() -> None:
+def publish(full: Sequence[Path] = ()) -> None:
     report = load(BENCH / "report.json")
+    for path in full:
+        figures = msgspec.json.decode(path.read_bytes())
+        report.full[figures["scenario"]] = Run(command=figures["command"], figures=figures)
     write(report, PUBLISHED)
     README.write_text(rewrite_readme(README.read_text(encoding="utf-8"), report), encoding="utf-8")
     print(f"README's Performance section rewritten from {PUBLISHED / 'report.json'}", flush=True)
@@ -303,10 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.report", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--publish", action="store_true", help="commit-ready copy + README")
+    parser.add_argument("--full", type=Path, nargs="*", default=[], help="full-size run JSONs")
     mode.add_argument("--check", action="store_true", help="exit 1 if the README is stale")
     args = parser.parse_args(argv)
     if args.publish:
-        publish()
+        publish(args.full)
         return 0
     if args.check:
         ok = check()

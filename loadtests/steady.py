@@ -26,7 +26,7 @@ DEFAULTS = news_burst.Settings(
 
 def main(argv: Sequence[str]) -> int:
     args = news_burst.parser("steady", DEFAULTS).parse_args(argv)
-    return news_burst.execute(news_burst.settings_of(args, "steady"), args.json)
+    return news_burst.execute(news_burst.settings_of(args, "steady"), args.json, argv)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,25 @@ def test_feed_sends_a_row_when_an_account_or_its_symbol_moves_and_not_otherwise(
     assert len(core.feed.collect(core.accounts, core.market)[0]) == 2
 
 
+def test_feed_when_a_position_is_dealt_before_its_quote_then_its_conversion_pair_moves_it() -> None:
+    # A euro account at a dollar firm: its own symbols (GBPJPY, EURJPY for its profit) do not
+    # include USDJPY, which values the yen leg in the firm's currency.
+    euro = msgspec.structs.replace(DEFAULT_PLAN, id="euro", currency="EUR")
+    core = ShardCore(0)
+    core.feed = RiskFeed("USD")
+    core.register([("a1", euro)])
+    core.apply([tick("USDJPY", 150.00, 150.01, 1_000), tick("EURJPY", 162.0, 162.02, 1_000)])
+    core.apply([deal("a1", 1_000_001, "GBPJPY", Side.BUY, 1.0, 190.0, 2_000)])  # no GBPJPY yet
+    core.feed.collect(core.accounts, core.market)
+    core.apply([tick("GBPJPY", 190.10, 190.12, 3_000)])  # only a quote: the yen is priced now
+    core.feed.collect(core.accounts, core.market)
+
+    core.apply([tick("USDJPY", 151.00, 151.01, 4_000)])  # the yen's value in dollars moved
+    rows, _, _ = core.feed.collect(core.accounts, core.market)
+
+    assert [r.account_id for r in rows] == ["a1"]
+
+
 def test_feed_carries_breaches_and_other_account_events() -> None:
     core = ShardCore(0)
     core.feed = RiskFeed("USD")

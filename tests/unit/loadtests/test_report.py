@@ -17,7 +17,7 @@ def sample() -> report.Report:
                  "max": 100.5}, "verdict": {"missed": [], "false": []}, "cpu_us_per_event": 12.5},
         "single_process": {"events_per_s": 62_500.0, "cpu_us_per_event": 16.0,
                            "verdict": {"missed": [], "false": []}},
-        "polling": [{"interval_s": 60.0, "scan_ms": 86.6, "cpu_share": 0.0014,
+        "polling": [{"interval_s": 60.0, "phases": 4, "scan_ms": 86.6, "cpu_share": 0.0014,
                      "detection_ms": {"p50": 54_067.0, "p99": 59_539.0, "max": 59_703.0},
                      "verdict": {"missed": ["a"], "false": []}}],
         "actor_per_account": {"actors": 10, "events_per_s": 1445.0, "rss_mib_per_actor": 155.8,
@@ -53,10 +53,27 @@ def test_markdown_when_rendered_then_names_machine_commands_figures_and_baseline
     assert "3,000 requests decided in 3.70 s" in text
     assert "(exit status 1)" in text  # a failed scenario says so
     assert "actor_cost" not in text  # no JSON, no row
-    assert "| polling every 60 s |" in text
+    assert "| polling every 60 s (4 phases) |" in text
     assert "54,067.0 / 59,539.0 / 59,703.0 ms | 1 / 0 |" in text
     assert "| single process, no Ray | 62,500 events/s" in text
     assert "| one Ray actor per account (10) | 1,445 events/s" in text
+
+
+def test_markdown_when_a_full_size_run_is_published_then_it_has_rows_and_the_baselines() -> None:
+    with_full = sample()
+    figures = dict(with_full.scenarios["news_burst"].figures or {})
+    figures["accounts"] = 50_000
+    figures["single_process"] = {"events_per_s": 1.0, "cpu_us_per_event": 2.0,
+                                 "verdict": {"missed": [], "false": []}}  # fmt: skip
+    command = "python -m loadtests news_burst --accounts 50000 --duration 30"
+    with_full.full["news_burst"] = report.Run(command=command, figures=figures)
+
+    text = report.markdown(with_full)
+
+    assert "At full size" in text
+    assert f"| news_burst | `{command}` | 50,000 accounts:" in text
+    assert f"in the same run (`{command}`)" in text  # the baselines come from the full run
+    assert "| single process, no Ray | 1 events/s" in text
 
 
 def test_markdown_when_a_figure_is_missing_then_shows_a_question_mark() -> None:
