@@ -202,6 +202,20 @@ SCENARIOS: dict[str, Scenario] = {
             ),
         ),
         Scenario(
+            name="screening",
+            module="loadtests.screening",
+            summary="sanctions/PEP re-screen: screenings/s against a 20,000-entry synthetic list, "
+            "seeded listed people found under other spellings",
+            bench_args=(
+                "--entries",
+                "20000",
+                "--traders",
+                "10000",
+                "--json",
+                "var/bench/screening.json",
+            ),
+        ),
+        Scenario(
             name="actor_cost",
             module="loadtests.actor_cost",
             summary="what one Ray actor costs: creation time and resident memory",

@@ -202,6 +202,12 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"(p99 {_n(_at(f, 'request_ms.p99'))} ms); one payout per key: "
         f"{_n(f.get('one_payout_per_key'))}"
     ),
+    "screening": lambda f: (
+        f"{_n(f.get('traders'))} traders re-screened against {_n(f.get('entries'))} listed "
+        f"({_n(f.get('names_indexed'))} names) in {_n(f.get('rescreen_s'), 2)} s, "
+        f"{_n(f.get('screenings_per_s'))}/s; seeded found {_n(f.get('seeded_found'))} of "
+        f"{_n(f.get('seeded'))}"
+    ),
     "stream_fanout": lambda f: (
         f"{_n(_at(f, 'options.clients'))} clients ({_n(_at(f, 'options.slow'))} slow): lag "
         f"{_latency(f, 'fast.lag_ms')} at {_n(_at(f, 'load.account_messages_per_s'))} "
