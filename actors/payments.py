@@ -20,6 +20,7 @@ from typing import Annotated, Literal, Protocol
 
 import msgspec
 
+from actors.kyc_policy import DEFAULT_POLICY, KycPolicy
 from ledger.books import RAILS
 from ledger.kyc import Tier
 
@@ -87,15 +88,11 @@ DEFAULT_RAILS = (
 
 class PayoutPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What the firm requires of every payout, whatever the plan (amounts in minor units of
-    the payout's currency): the KYC tier any payout needs; `enhanced` above `enhanced_above`
-    for one payout, above `enhanced_total_above` for the account's payouts together, and always
-    for a trader in `high_risk_countries`; the rails table (first match wins); and how often a
-    failed payment is sent again before it goes back to review."""
+    the payout's currency): the KYC tier a payout needs, by the trader's jurisdiction (the KYC
+    policy, `actors/kyc_policy.py`); the rails table (first match wins); and how often a failed
+    payment is sent again before it goes back to review."""
 
-    kyc_tier: Tier = Tier.FULL
-    enhanced_above: Minor = 1_000_000
-    enhanced_total_above: Minor = 5_000_000
-    high_risk_countries: tuple[str, ...] = ()
+    kyc: KycPolicy = DEFAULT_POLICY
     rails: tuple[RailRule, ...] = DEFAULT_RAILS
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 3
     retry_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
@@ -107,13 +104,7 @@ class PayoutPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return None
 
     def tier_needed(self, country: str, amount: int, paid_before: int) -> Tier:
-        if (
-            country in self.high_risk_countries
-            or amount > self.enhanced_above
-            or paid_before + amount > self.enhanced_total_above
-        ):
-            return Tier.ENHANCED
-        return self.kyc_tier
+        return self.kyc.rules(country).for_payout(amount, paid_before)
 
 
 # -- the payment provider --------------------------------------------------------------------

@@ -202,7 +202,7 @@ def _not_payable(
         gross=0,
         rail=None,
         tier=tier,
-        tier_needed=policy.kyc_tier,
+        tier_needed=policy.kyc.default.payout,
     )
 
 

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from actors.events import BreachAction, RuleBreached, RuleName
+from actors.kyc_policy import KycPolicy, Rules
 from actors.payments import (
     PaymentOrder,
     PaymentRefused,
@@ -207,10 +208,10 @@ def test_a_breach_in_the_period_rejects_and_one_before_it_does_not() -> None:
 def test_kyc_short_of_the_tier_holds_and_large_or_high_risk_payouts_need_enhanced() -> None:
     outcome, failed = run(tier=Tier.LIGHT)
     assert (outcome, failed) == (Status.HELD, {"kyc": "verified to light; this payout needs full"})
-    big = PayoutPolicy(enhanced_above=400_00)
+    big = PayoutPolicy(kyc=KycPolicy(default=Rules(enhanced_payout_above=400_00)))
     assert run(policy=big)[0] is Status.HELD
     assert run(policy=big, tier=Tier.ENHANCED)[0] is Status.APPROVED
-    risky = PayoutPolicy(high_risk_countries=("DE",))
+    risky = PayoutPolicy(kyc=KycPolicy(jurisdictions={"DE": {"high_risk": True}}))
     assert run(policy=risky)[1] == {"kyc": "verified to full; this payout needs enhanced"}
     paid = Earlier(id="po_0", period=-1, status=Status.SETTLED, amount=49_800_00, created_ns=FUNDED)
     assert run(earlier=[paid])[1]["kyc"].endswith("needs enhanced")  # 50,000 in total
