@@ -65,9 +65,13 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             return Tier.ENHANCED
         return self.payout
 
-    def deadline_ns(self, tier: Tier, requested_ns: int) -> int:
+    def within_ns(self, tier: Tier) -> int:
+        """How long a request for `tier` may stay open."""
         hours = self.deadline_hours.get(tier, max(self.deadline_hours.values(), default=72.0))
-        return requested_ns + int(hours * _HOUR_NS)
+        return int(hours * _HOUR_NS)
+
+    def deadline_ns(self, tier: Tier, requested_ns: int) -> int:
+        return requested_ns + self.within_ns(tier)
 
     def reminders_ns(self, tier: Tier, requested_ns: int) -> list[int]:
         """When reminders are due: each `reminder_hours` after the request, before the deadline."""

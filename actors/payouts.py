@@ -445,12 +445,16 @@ class PayoutSupervisor:
         return PayoutError("conflict", f"payout {payout_id} is {payout.status.value}, not review")
 
     async def kyc_changed(self, trader_id: str) -> list[Payout]:
-        """Decide again the trader's payouts held for KYC (after a verification)."""
+        """The trader's KYC standing changed (a verification, a screening hit or its clearing):
+        decide again its payouts held for KYC, and hold those waiting in review that are now
+        short of it (a review is otherwise left to finance). The payouts changed."""
         await self.ready()
-        held = [
-            p for p in self.open.values() if p.status is Status.HELD and p.trader_id == trader_id
+        waiting = [
+            p
+            for p in self.open.values()
+            if p.trader_id == trader_id and p.status in (Status.HELD, Status.REVIEW)
         ]
-        return await self._redecide(held)
+        return await self._redecide(waiting)
 
     async def _recheck_forever(self) -> None:
         """Every `recheck_s`: decide again the held payouts whose trader's tier rose, and
@@ -492,13 +496,22 @@ class PayoutSupervisor:
                 self._spawn(self._reset(p.id))
 
     async def _redecide(self, held: list[Payout]) -> list[Payout]:
-        """Run the checklist again for held payouts, each keeping its id and request."""
+        """Run the checklist again for held payouts (and payouts in review, which change only
+        if KYC now holds them), each keeping its id and request."""
         if not held:
             return []
         async with self.deciding, self.writing:
-            held = [p for p in held if self.open.get(p.id) is p and p.status is Status.HELD]
+            waiting = (Status.HELD, Status.REVIEW)
+            held = [p for p in held if self.open.get(p.id) is p and p.status in waiting]
             requests = [_request_of(p) for p in held]
-            made = await self._evaluate(requests, frozenset(p.id for p in held))
+            evaluated = await self._evaluate(requests, frozenset(p.id for p in held))
+            still = [
+                (payout, pair)
+                for payout, pair in zip(held, evaluated, strict=True)
+                if payout.status is Status.HELD or pair[0].status is Status.HELD
+            ]
+            held = [payout for payout, _ in still]
+            made = [pair for _, pair in still]
             changed = []
             records = []
             moves = []

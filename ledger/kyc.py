@@ -1,9 +1,10 @@
-"""Each trader's verified KYC tier, and the escalations asked for (the `kyc_tiers` table).
+"""Each trader's KYC case (the `kyc_tiers` table) and screening hits (`kyc_hits`).
 
-Tiers rise `none` < `light` < `full` < `enhanced`. The payout supervisor reads the tier a payout
-needs and, when it is missing, records the tier it asks for (`request`); whoever verifies the
-trader (an operator today, the KYC supervisor of issue 10 later) records the result
-(`set_tier`), which clears the request once it is met.
+Tiers rise `none` < `light` < `full` < `enhanced`. A tier is asked for (`request`: by the KYC
+supervisor's triggers, or by the payout supervisor for a payout) with a deadline; whoever
+verifies the trader records the result (`set_tier`), which clears the request once it is met.
+A sanctions or PEP hit that compliance has not cleared (open, or confirmed) makes the trader's
+effective tier `none` (`tiers`): payouts are held while it stands.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Any
 
 import msgspec
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.database import dialect_insert
-from ledger.schema import kyc_tiers
+from ledger.schema import kyc_hits, kyc_tiers
 
 
 class Tier(StrEnum):
@@ -38,32 +40,93 @@ _ORDER = list(Tier)
 
 
 async def tiers(conn: AsyncConnection, trader_ids: Iterable[str]) -> dict[str, Tier]:
-    """The verified tier of each trader asked about (`none` for a trader never verified)."""
+    """The effective tier of each trader asked about: the verified one, `none` for a trader
+    never verified or with a screening hit not cleared."""
     wanted = sorted(set(trader_ids))
     found = {trader: Tier.NONE for trader in wanted}
     if wanted:
         query = select(kyc_tiers.c.trader_id, kyc_tiers.c.tier)
         for row in await conn.execute(query.where(kyc_tiers.c.trader_id.in_(wanted))):
             found[row.trader_id] = Tier(row.tier)
+        for trader in await blocked(conn, wanted):
+            found[trader] = Tier.NONE
     return found
 
 
+async def blocked(conn: AsyncConnection, trader_ids: Iterable[str]) -> set[str]:
+    """The traders among `trader_ids` with a screening hit open or confirmed."""
+    wanted = sorted(set(trader_ids))
+    if not wanted:
+        return set()
+    query = select(kyc_hits.c.trader_id).where(
+        kyc_hits.c.trader_id.in_(wanted), kyc_hits.c.status.in_(BLOCKING)
+    )
+    return {row.trader_id for row in await conn.execute(query)}
+
+
 class Case(msgspec.Struct, frozen=True, kw_only=True):
-    """A trader's verified tier and the tier asked for, if an escalation is open."""
+    """A trader's verified tier and the tier asked for, if an escalation is open, with its
+    deadline, the reminders sent and when it escalated."""
 
     tier: Tier
     requested: Tier | None
+    requested_ns: int | None = None
+    deadline_ns: int | None = None
+    reminders_sent: int = 0
+    escalated_ns: int | None = None
+    dob: str | None = None
+    country: str | None = None
+
+
+def _case_of(row: Any) -> Case:
+    return Case(
+        tier=Tier(row.tier),
+        requested=Tier(row.requested) if row.requested else None,
+        requested_ns=row.requested_ns,
+        deadline_ns=row.deadline_ns,
+        reminders_sent=row.reminders_sent or 0,
+        escalated_ns=row.escalated_ns,
+        dob=row.dob,
+        country=row.country,
+    )
 
 
 async def case(conn: AsyncConnection, trader_id: str) -> Case | None:
     """The trader's case; None if never verified nor asked for."""
-    query = select(kyc_tiers.c.tier, kyc_tiers.c.requested).where(
-        kyc_tiers.c.trader_id == trader_id
-    )
+    query = select(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id)
     row = (await conn.execute(query)).first()
-    if row is None:
-        return None
-    return Case(tier=Tier(row.tier), requested=Tier(row.requested) if row.requested else None)
+    return None if row is None else _case_of(row)
+
+
+async def pending(conn: AsyncConnection) -> dict[str, Case]:
+    """Every case with a tier asked for and not yet verified, by trader."""
+    query = select(kyc_tiers).where(kyc_tiers.c.requested.is_not(None))
+    return {row.trader_id: _case_of(row) for row in await conn.execute(query)}
+
+
+async def set_identity(
+    conn: AsyncConnection, trader_id: str, dob: str | None, country: str
+) -> None:
+    """Record the identity fields screened with the light tier."""
+    now = time.time_ns()
+    await _opened(conn, trader_id, Case(tier=Tier.NONE, requested=None), now)
+    await conn.execute(
+        update(kyc_tiers)
+        .where(kyc_tiers.c.trader_id == trader_id)
+        .values(dob=dob, country=country, updated_ns=now)
+    )
+
+
+async def note_reminder(conn: AsyncConnection, trader_id: str, sent: int) -> None:
+    await conn.execute(
+        update(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id).values(reminders_sent=sent)
+    )
+
+
+async def note_escalation(conn: AsyncConnection, trader_id: str, at_ns: int) -> None:
+    await conn.execute(
+        update(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id).values(escalated_ns=at_ns)
+    )
 
 
 async def _opened(conn: AsyncConnection, trader_id: str, first: Case, now: int) -> Case:
@@ -80,17 +143,30 @@ async def _opened(conn: AsyncConnection, trader_id: str, first: Case, now: int) 
     return found
 
 
-async def request(conn: AsyncConnection, trader_id: str, tier: Tier) -> None:
-    """Ask for `trader_id` to be verified to `tier` (kept if a higher tier is already asked)."""
+async def request(
+    conn: AsyncConnection, trader_id: str, tier: Tier, within_ns: int | None = None
+) -> bool:
+    """Ask for `trader_id` to be verified to `tier`, within `within_ns` of now if given (kept if
+    the trader is verified to it or a higher tier is already asked). Whether a new request was
+    opened."""
     now = time.time_ns()
-    found = await _opened(conn, trader_id, Case(tier=Tier.NONE, requested=tier), now)
+    found = await _opened(conn, trader_id, Case(tier=Tier.NONE, requested=None), now)
     asked = found.requested
-    if not found.tier.covers(tier) and (asked is None or not asked.covers(tier)):
-        await conn.execute(
-            update(kyc_tiers)
-            .where(kyc_tiers.c.trader_id == trader_id)
-            .values(requested=tier.value, updated_ns=now)
+    if found.tier.covers(tier) or (asked is not None and asked.covers(tier)):
+        return False
+    await conn.execute(
+        update(kyc_tiers)
+        .where(kyc_tiers.c.trader_id == trader_id)
+        .values(
+            requested=tier.value,
+            updated_ns=now,
+            requested_ns=now,
+            deadline_ns=None if within_ns is None else now + within_ns,
+            reminders_sent=0,
+            escalated_ns=None,
         )
+    )
+    return True
 
 
 async def set_tier(conn: AsyncConnection, trader_id: str, tier: Tier) -> Case:
@@ -101,9 +177,120 @@ async def set_tier(conn: AsyncConnection, trader_id: str, tier: Tier) -> Case:
     requested = found.requested
     if requested is not None and tier.covers(requested):
         requested = None
+    closed = {} if requested else {"requested_ns": None, "deadline_ns": None, "escalated_ns": None}
     await conn.execute(
         update(kyc_tiers)
         .where(kyc_tiers.c.trader_id == trader_id)
-        .values(tier=tier.value, requested=requested.value if requested else None, updated_ns=now)
+        .values(
+            tier=tier.value,
+            requested=requested.value if requested else None,
+            updated_ns=now,
+            **closed,
+        )
     )
-    return Case(tier=tier, requested=requested)
+    now_stands = await case(conn, trader_id)
+    assert now_stands is not None
+    return now_stands
+
+
+# Screening hits --------------------------------------------------------------------------------
+
+BLOCKING = ("open", "confirmed")
+
+
+class Finding(msgspec.Struct, frozen=True, kw_only=True):
+    """A screening hit as found (`actors/screening.py`), to record."""
+
+    uid: str
+    list_name: str
+    listed_name: str
+    score: float
+    reasons: tuple[str, ...]
+
+
+class HitRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    trader_id: str
+    uid: str
+    list_name: str
+    listed_name: str
+    score: float
+    reasons: list[str]
+    status: str  # open, cleared, confirmed
+    created_ns: int
+    decided_ns: int | None
+    decided_by: str | None
+    reason: str | None
+
+
+_reasons = msgspec.json.Decoder(list[str])
+
+
+def _hit_of(row: Any) -> HitRecord:
+    values = dict(row._mapping)
+    values["reasons"] = _reasons.decode(values["reasons"])
+    return HitRecord(**values)
+
+
+async def record_hits(
+    conn: AsyncConnection, trader_id: str, findings: Iterable[Finding]
+) -> list[HitRecord]:
+    """Record the hits not seen before for this trader (a hit compliance already decided stays
+    decided when the same entry is found again). The new ones."""
+    now = time.time_ns()
+    added = []
+    for finding in findings:
+        hit_id = f"{trader_id}:{finding.uid}"
+        insert = dialect_insert(conn.engine, kyc_hits).values(
+            id=hit_id,
+            trader_id=trader_id,
+            uid=finding.uid,
+            list_name=finding.list_name,
+            listed_name=finding.listed_name,
+            score=finding.score,
+            reasons=msgspec.json.encode(list(finding.reasons)).decode(),
+            status="open",
+            created_ns=now,
+        )
+        done = await conn.execute(insert.on_conflict_do_nothing(index_elements=["id"]))
+        if done.rowcount:
+            found = await hit(conn, hit_id)
+            assert found is not None
+            added.append(found)
+    return added
+
+
+async def hit(conn: AsyncConnection, hit_id: str) -> HitRecord | None:
+    row = (await conn.execute(select(kyc_hits).where(kyc_hits.c.id == hit_id))).first()
+    return None if row is None else _hit_of(row)
+
+
+async def hits(
+    conn: AsyncConnection, status: str | None = None, trader_id: str | None = None
+) -> list[HitRecord]:
+    """Hits, oldest first; `status=open` is compliance's queue."""
+    query = select(kyc_hits).order_by(kyc_hits.c.created_ns, kyc_hits.c.id)
+    if status is not None:
+        query = query.where(kyc_hits.c.status == status)
+    if trader_id is not None:
+        query = query.where(kyc_hits.c.trader_id == trader_id)
+    return [_hit_of(row) for row in await conn.execute(query)]
+
+
+async def decide_hit(
+    conn: AsyncConnection, hit_id: str, confirm: bool, who: str, reason: str
+) -> HitRecord | None:
+    """Compliance's decision on an open hit: confirmed (a true match) or cleared. None if the
+    hit is unknown or not open."""
+    now = time.time_ns()
+    done = await conn.execute(
+        update(kyc_hits)
+        .where(kyc_hits.c.id == hit_id, kyc_hits.c.status == "open")
+        .values(
+            status="confirmed" if confirm else "cleared",
+            decided_ns=now,
+            decided_by=who,
+            reason=reason,
+        )
+    )
+    return await hit(conn, hit_id) if done.rowcount else None

@@ -385,6 +385,34 @@ kyc_tiers = Table(
     Column("tier", Text, nullable=False),
     Column("requested", Text, nullable=True),
     Column("updated_ns", BigInteger, nullable=False),
+    Column("dob", Text, nullable=True),
+    Column("country", Text, nullable=True),
+    Column("requested_ns", BigInteger, nullable=True),
+    Column("deadline_ns", BigInteger, nullable=True),
+    Column("reminders_sent", Integer, nullable=True),
+    Column("escalated_ns", BigInteger, nullable=True),
 )
-"""Each trader's verified KYC tier (`none`, `light`, `full`, `enhanced`) and the tier asked
-for, if an escalation is open (`ledger/kyc.py`)."""
+"""Each trader's KYC case (`ledger/kyc.py`): the verified tier (`none`, `light`, `full`,
+`enhanced`), the tier asked for if an escalation is open with its deadline, reminders sent and
+when it escalated, and the identity fields screened (date of birth, country)."""
+
+kyc_hits = Table(
+    "kyc_hits",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("trader_id", Text, nullable=False),
+    Column("uid", Text, nullable=False),
+    Column("list_name", Text, nullable=False),
+    Column("listed_name", Text, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("reasons", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("decided_ns", BigInteger, nullable=True),
+    Column("decided_by", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Index("ix_kyc_hits_trader", "trader_id"),
+    Index("ix_kyc_hits_status", "status", "created_ns"),
+)
+"""Sanctions/PEP screening hits (`trader:uid`): open until compliance clears (a false match) or
+confirms them; an open or confirmed hit counts as no verification (payouts held)."""

@@ -30,6 +30,7 @@ LEDGER_TABLES = (
     "ledger_transfers",
     "payouts",
     "kyc_tiers",
+    "kyc_hits",
     "account_snapshots",
     "shard_checkpoints",
     "ingest_inbox",

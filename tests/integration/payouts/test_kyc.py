@@ -1,0 +1,141 @@
+"""The KYC supervisor on a real runtime and payout supervisor (PostgreSQL, Ray): the signup,
+funded and deadline triggers by jurisdiction, screening at signup, and a list update that turns
+a cleared trader into a hit and holds their pending payout until compliance clears it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from actors.kyc_policy import load_policy
+from actors.kyc_supervisor import KycConfig, KycError, start_kyc
+from actors.runtime import Runtime
+from actors.screening import ListEntry, load_simple
+from ledger import audit, kyc
+from ledger.kyc import Tier
+from ledger.schema import audit_log, traders
+from loadtests.funded import Trader, seed
+from tests.api import Api
+from tests.integration.payouts.test_checklist import ask, payout, payout_body, wait_for_profit
+
+pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.postgres]
+
+LISTS = Path(__file__).resolve().parents[3] / "deploy" / "kyc" / "lists"
+HOUR = 3_600 * 10**9
+
+
+def sample() -> list[ListEntry]:
+    return load_simple((LISTS / "sample.csv").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+async def kyc_supervisor(migrated_postgres_url: str, supervisor: Any) -> Any:
+    config = KycConfig(policy=load_policy(), tick_s=0)  # the test drives the deadlines
+    handle = start_kyc(migrated_postgres_url, sample(), config, payouts=supervisor)
+    yield handle
+    await handle.close.remote()
+    ray.kill(handle)
+
+
+async def rename(engine: AsyncEngine, trader_id: str, name: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(update(traders).where(traders.c.id == trader_id).values(name=name))
+
+
+async def actions(engine: AsyncEngine, trader_id: str) -> list[str]:
+    """The trader's audit actions, newest first (as the timeline shows them)."""
+    query = select(audit_log).where(audit_log.c.trader_id == trader_id)
+    entries = await audit.read(engine, query.order_by(audit_log.c.seq.desc()), 100)
+    return [e.action for e in entries]
+
+
+async def test_triggers_by_jurisdiction_screening_at_signup_and_deadlines(
+    engine: AsyncEngine, runtime: Runtime, kyc_supervisor: Any
+) -> None:
+    people = [
+        Trader(trader_id="de-1", account_id="acc-de-1", tier=Tier.NONE),
+        Trader(trader_id="ng-1", account_id="acc-ng-1", country="NG", tier=Tier.NONE),
+        Trader(trader_id="listed-1", account_id="acc-listed-1", country="RU", tier=Tier.NONE),
+    ]
+    await seed(engine, runtime, people)
+    await rename(engine, "listed-1", "Varlamov Aleksandr")
+    started = time.time_ns()
+
+    assert await kyc_supervisor.signup.remote("de-1", "1990-04-04") == []
+    assert await kyc_supervisor.signup.remote("ng-1", "1985-02-02") == []
+    hits = await kyc_supervisor.signup.remote("listed-1", "1968-03-14")
+    assert [(h.uid, h.status) for h in hits] == [("SANCTIONS-TEST:1", "open")]
+    assert await kyc_supervisor.funded.remote("de-1") is Tier.FULL
+    assert await kyc_supervisor.funded.remote("ng-1") is Tier.ENHANCED  # high risk: earlier
+
+    async with engine.connect() as conn:
+        de, ng = await kyc.case(conn, "de-1"), await kyc.case(conn, "ng-1")
+        effective = await kyc.tiers(conn, ["listed-1"])
+    assert de is not None
+    assert ng is not None
+    assert (de.requested, de.dob, de.country) == (Tier.FULL, "1990-04-04", "DE")
+    assert de.deadline_ns is not None
+    assert de.requested_ns is not None
+    assert de.deadline_ns - de.requested_ns == 72 * HOUR
+    assert ng.requested is Tier.ENHANCED
+    assert ng.deadline_ns is not None
+    assert ng.requested_ns is not None
+    assert ng.deadline_ns - ng.requested_ns == 168 * HOUR
+    assert effective == {"listed-1": Tier.NONE}  # an open hit: nothing is cleared
+
+    early = await kyc_supervisor.tick.remote(started + HOUR)
+    assert (early.reminded, early.escalated) == ([], [])
+    day = await kyc_supervisor.tick.remote(started + 25 * HOUR)
+    assert set(day.reminded) == {"de-1", "ng-1"}  # the first reminder of each (24 h)
+    assert day.escalated == ["listed-1"]  # light within 24 h: late (no reminder fits before)
+    quiet = await kyc_supervisor.tick.remote(started + 26 * HOUR)
+    assert (quiet.reminded, quiet.escalated) == ([], [])  # not twice
+    late = await kyc_supervisor.tick.remote(started + 73 * HOUR)
+    assert late.escalated == ["de-1"]  # full within 72 h; enhanced has a week
+    assert late.reminded == ["de-1", "ng-1"]  # the second reminders (48 h), late or not
+    assert (await kyc_supervisor.tick.remote(started + 74 * HOUR)).escalated == []
+
+    assert await actions(engine, "de-1") == [
+        "kyc.escalated", "kyc.reminder", "kyc.reminder", "kyc.funded", "kyc.signup"
+    ]  # fmt: skip
+    assert "kyc.hit" in await actions(engine, "listed-1")
+    with pytest.raises(KycError, match="not_found"):
+        await kyc_supervisor.funded.remote("nobody")
+
+
+async def test_a_list_update_turns_a_cleared_trader_into_a_hit_and_holds_the_pending_payout(
+    api: Api, engine: AsyncEngine, runtime: Runtime, supervisor: Any, kyc_supervisor: Any
+) -> None:
+    lone = Trader(trader_id="one-day-9", account_id="acc-one-day-9", days=(900.0,))
+    await seed(engine, runtime, [lone])
+    await wait_for_profit(runtime, {"all": [lone]})
+    await rename(engine, lone.trader_id, "Marguerite Okonkwo-Lindqvist")
+    assert await kyc_supervisor.signup.remote(lone.trader_id, "1979-07-07") == []  # cleared
+    pending = await ask(api, "k-kyc-1", payout_body(lone))
+    assert pending["status"] == "review"  # all on one day: finance must look
+
+    listed = ListEntry(uid="PEP:77", list="PEP", name="Marguerite Okonkwo Lindqvist",
+                       dobs=("1979-07-07",), country="DE")  # fmt: skip
+    rescreen = await kyc_supervisor.lists_updated.remote([*sample(), listed])
+
+    assert rescreen.traders >= 1
+    assert [(h.trader_id, h.uid) for h in rescreen.new_hits] == [(lone.trader_id, "PEP:77")]
+    held = await payout(api, pending["id"])
+    assert (held["status"], held["reasons"]) == ("held", ["consistency", "kyc"])
+    again = await kyc_supervisor.lists_updated.remote([*sample(), listed])
+    assert again.new_hits == []  # the same hit is not opened twice
+
+    hit_id = rescreen.new_hits[0].id
+    cleared = await kyc_supervisor.decide.remote(hit_id, False, "cora", "another person: DOB 1979 "
+                                                 "is shared, passport differs")  # fmt: skip
+    assert (cleared.status, cleared.decided_by) == ("cleared", "cora")
+    assert (await payout(api, pending["id"]))["status"] == "review"  # back to finance
+    with pytest.raises(KycError, match="conflict"):
+        await kyc_supervisor.decide.remote(hit_id, True, "cora", "changed my mind")
+    assert {"kyc.hit", "kyc.hit_cleared"} <= set(await actions(engine, lone.trader_id))
