@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from actors.kyc_policy import DEFAULT_POLICY, KycPolicy
 from actors.screening import Hit, ListEntry, Person, Screener
+from actors.verification import Report, SimulatedVerifier, VerifierConfig
 from ledger import audit, kyc
 from ledger.audit import AuditRecord
 from ledger.database import create_engine
@@ -42,6 +43,7 @@ SYSTEM = ("kyc-supervisor", "system")
 class KycConfig(msgspec.Struct, frozen=True, kw_only=True):
     policy: KycPolicy = DEFAULT_POLICY
     tick_s: float = 60.0  # how often reminders and deadlines are looked at (0: never)
+    verifier: VerifierConfig | None = None  # the simulated document-verification provider
 
 
 class KycError(Exception):
@@ -79,6 +81,8 @@ class KycSupervisor:
         self.screener = Screener(lists)
         self.payouts = payouts  # the payout supervisor's handle, told of every change
         self.loop: asyncio.Task[None] | None = None
+        verifier = self.config.verifier
+        self.provider = SimulatedVerifier(verifier) if verifier is not None else None
 
     async def start(self) -> None:
         """Start the deadline tick (every call does, so a supervisor Ray restarted has one)."""
@@ -90,6 +94,8 @@ class KycSupervisor:
             self.loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.loop
+        if self.provider is not None:
+            await self.provider.close()
         await self.engine.dispose()
 
     # -- triggers ----------------------------------------------------------------------------
@@ -174,6 +180,65 @@ class KycSupervisor:
             await audit.append(conn, [record])
         await self._tell_payouts([trader_id])
         return case
+
+    # -- document verification ---------------------------------------------------------------
+
+    async def verify(self, trader_id: str, tier: Tier) -> str:
+        """Open a verification of the trader to `tier` at the provider; its reference."""
+        await self.start()
+        if self.provider is None:
+            raise KycError("unavailable", "no verification provider is configured")
+        reference = await self.provider.start(trader_id, tier)
+        opened = kyc.Verification(
+            provider_ref=reference,
+            trader_id=trader_id,
+            tier=tier,
+            status="pending",
+            occurred_ns=time.time_ns(),
+        )
+        async with self.engine.begin() as conn:
+            await kyc.started(conn, opened)
+            summary = {"provider_ref": reference, "tier": tier}
+            await audit.append(conn, [_audit(trader_id, "kyc.verification_started", summary)])
+        return reference
+
+    async def verification(self, report: Report) -> str:
+        """The provider's webhook, signature already checked: `applied`, `stale` (older than
+        what we have: a duplicate or a late one, harmless) or `unknown`."""
+        await self.start()
+        found = kyc.Verification(
+            provider_ref=report.provider_ref,
+            trader_id=report.trader_id,
+            tier=report.tier,
+            status=report.status,
+            reason=report.reason,
+            occurred_ns=report.occurred_ns,
+        )
+        async with self.engine.begin() as conn:
+            outcome = await kyc.report(conn, found)
+            if outcome != "applied":
+                return outcome
+            summary = {"provider_ref": report.provider_ref, "status": report.status,
+                       "tier": report.tier, "reason": report.reason}  # fmt: skip
+            records = [_audit(report.trader_id, "kyc.verification", summary)]
+            case = await kyc.case(conn, report.trader_id)
+            raised = report.status == "approved" and (
+                case is None or not case.tier.covers(report.tier)
+            )
+            if raised:
+                await kyc.set_tier(conn, report.trader_id, report.tier)
+                records.append(_audit(report.trader_id, "kyc.verified", {"tier": report.tier}))
+            await audit.append(conn, records)
+        if raised:
+            await self._tell_payouts([report.trader_id])
+        return outcome
+
+    async def delivered(self) -> list[Report]:
+        """Every webhook the simulated provider sent, once all are out (tests, demo)."""
+        if self.provider is None:
+            return []
+        await self.provider.idle()
+        return list(self.provider.delivered)
 
     # -- deadlines ---------------------------------------------------------------------------
 

@@ -19,7 +19,16 @@ from api.admin.follower import Follower, FollowerConfig
 from api.auth import Tokens
 from api.endpoints import Endpoint, errors, install
 from api.problems import problem as problem  # re-exported for the ingestion routes
-from api.services import ENGINE, PAYOUTS, SUPERVISOR, TOKENS, Operator, Supervisor
+from api.services import (
+    ENGINE,
+    KYC,
+    KYC_WEBHOOK_SECRET,
+    PAYOUTS,
+    SUPERVISOR,
+    TOKENS,
+    Operator,
+    Supervisor,
+)
 from api.stream import (
     STREAM,
     StreamConfig,
@@ -83,12 +92,15 @@ def create_app(
     hub: Any = None,
     stream: StreamConfig | None = None,
     payouts: Any = None,
+    kyc: Any = None,
+    kyc_webhook_secret: bytes | None = None,
 ) -> web.Application:
     """The HTTP app over a running supervisor and its database. With `follow`, it also runs
     the registry follower (phase outcomes, provisioning retries) while it serves. With `hub`
     (the risk hub's actor handle), it follows the hub and serves the risk stream
     (`/api/v1/stream`) and the live risk page (`/risk/`). With `payouts` (the payout
-    supervisor's actor handle), it serves the payout endpoints."""
+    supervisor's actor handle), it serves the payout endpoints. With `kyc` (the KYC supervisor's
+    handle) and `kyc_webhook_secret`, it takes the verification provider's webhooks."""
     from api.openapi import document
 
     app = web.Application(middlewares=[errors])
@@ -97,6 +109,12 @@ def create_app(
     app[TOKENS] = tokens or Tokens(engine)
     if payouts is not None:
         app[PAYOUTS] = payouts
+    if kyc is not None and kyc_webhook_secret:
+        from api.kyc_webhook import kyc_webhook
+
+        app[KYC] = kyc
+        app[KYC_WEBHOOK_SECRET] = kyc_webhook_secret
+        app.router.add_post("/webhooks/v1/kyc", kyc_webhook)
     declared = endpoints()
     install(app, declared)
     app[OPENAPI] = document(declared, title=API_TITLE, version=API_VERSION)

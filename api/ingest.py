@@ -49,8 +49,6 @@ may or may not be stored, and sent again it is answered as duplicates where it w
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 from typing import Any
@@ -62,6 +60,7 @@ from cachetools import TTLCache
 from api.app import json_response, problem
 from bridge.events import AnyPlatformEvent
 from ledger.inbox import Inbox
+from ledger.signing import matches, sign  # noqa: F401 (sign: what a platform sends)
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +80,6 @@ _decoders: dict[str, tuple[_Decoder, _Decoder]] = {
     "application/json": (_json_items, _json_events),
     "application/msgpack": (_msgpack_items, _msgpack_events),
 }
-
-
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """The signature header value for `body` signed at `timestamp` (what a platform sends)."""
-    digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
 
 
 def handshake(connection: str, nonce: str | None = None) -> bytes:
@@ -176,9 +169,7 @@ class Ingestion:
         signature = headers.get(SIGNATURE_HEADER, "")
         if not timestamp.isdigit():
             raise Refusal(401, "Unsigned request", f"{TIMESTAMP_HEADER} must be Unix seconds")
-        if not signature.isascii() or not hmac.compare_digest(
-            sign(secret, timestamp, body), signature
-        ):
+        if not matches(secret, timestamp, body, signature):
             raise Refusal(
                 401,
                 "Bad signature",

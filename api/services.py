@@ -47,3 +47,5 @@ TOKENS = web.AppKey("tokens", Tokens)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 PAYOUTS: web.AppKey[Any] = web.AppKey("payouts")
 """The payout supervisor's actor handle (`actors/payouts.py`), when the app has one."""
+KYC: web.AppKey[Any] = web.AppKey("kyc")
+KYC_WEBHOOK_SECRET = web.AppKey("kyc_webhook_secret", bytes)

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.database import dialect_insert
-from ledger.schema import kyc_hits, kyc_tiers
+from ledger.schema import kyc_hits, kyc_tiers, kyc_verifications
 
 
 class Tier(StrEnum):
@@ -294,3 +294,73 @@ async def decide_hit(
         )
     )
     return await hit(conn, hit_id) if done.rowcount else None
+
+
+# Document verifications ------------------------------------------------------------------------
+
+
+class Verification(msgspec.Struct, frozen=True, kw_only=True):
+    """A verification's outcome as the provider reported it (its webhook), at its time."""
+
+    provider_ref: str
+    trader_id: str
+    tier: Tier
+    status: str  # pending, approved, rejected, resubmission_requested
+    reason: str | None = None
+    occurred_ns: int
+
+
+async def started(conn: AsyncConnection, verification: Verification) -> None:
+    """Record a verification the provider accepted (`pending`)."""
+    await conn.execute(
+        dialect_insert(conn.engine, kyc_verifications)
+        .values(**msgspec.structs.asdict(verification), updated_ns=time.time_ns())
+        .on_conflict_do_nothing(index_elements=["provider_ref"])
+    )
+
+
+async def report(conn: AsyncConnection, verification: Verification) -> str:
+    """Apply the provider's report if it is the latest by its own clock: `applied`, `stale` (an
+    older report arriving late: the newer one stands) or `unknown` (no such verification)."""
+    values = msgspec.structs.asdict(verification)
+    values["tier"] = verification.tier.value
+    done = await conn.execute(
+        update(kyc_verifications)
+        .where(
+            kyc_verifications.c.provider_ref == verification.provider_ref,
+            kyc_verifications.c.trader_id == verification.trader_id,
+            kyc_verifications.c.occurred_ns < verification.occurred_ns,
+        )
+        .values(
+            status=verification.status,
+            reason=verification.reason,
+            occurred_ns=verification.occurred_ns,
+            updated_ns=time.time_ns(),
+        )
+    )
+    if done.rowcount:
+        return "applied"
+    query = select(kyc_verifications.c.trader_id).where(
+        kyc_verifications.c.provider_ref == verification.provider_ref
+    )
+    known = await conn.scalar(query)
+    return "stale" if known == verification.trader_id else "unknown"
+
+
+async def verifications(conn: AsyncConnection, trader_id: str) -> list[Verification]:
+    query = (
+        select(kyc_verifications)
+        .where(kyc_verifications.c.trader_id == trader_id)
+        .order_by(kyc_verifications.c.updated_ns)
+    )
+    return [
+        Verification(
+            provider_ref=r.provider_ref,
+            trader_id=r.trader_id,
+            tier=Tier(r.tier),
+            status=r.status,
+            reason=r.reason,
+            occurred_ns=r.occurred_ns,
+        )
+        for r in await conn.execute(query)
+    ]

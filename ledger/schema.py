@@ -416,3 +416,18 @@ kyc_hits = Table(
 )
 """Sanctions/PEP screening hits (`trader:uid`): open until compliance clears (a false match) or
 confirms them; an open or confirmed hit counts as no verification (payouts held)."""
+
+kyc_verifications = Table(
+    "kyc_verifications",
+    metadata,
+    Column("provider_ref", Text, primary_key=True),
+    Column("trader_id", Text, nullable=False),
+    Column("tier", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("occurred_ns", BigInteger, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+    Index("ix_kyc_verifications_trader", "trader_id"),
+)
+"""Document verifications at the provider: its reference, the tier verified, the latest outcome
+by the provider's clock (`pending`, `approved`, `rejected`, `resubmission_requested`)."""

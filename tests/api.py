@@ -67,6 +67,9 @@ async def serve(
     follow: FollowerConfig | None = None,
     hub: Any = None,
     payouts: Any = None,
+    kyc: Any = None,
+    kyc_webhook_secret: bytes | None = None,
+    port: int = 0,
 ) -> AsyncIterator[Api]:
     """The app on 127.0.0.1, a free port, with one token per role (named after the role);
     with `follow`, the registry follower runs too; with `hub`, the risk stream."""
@@ -78,10 +81,12 @@ async def serve(
         follow=follow,
         hub=hub,
         payouts=payouts,
+        kyc=kyc,
+        kyc_webhook_secret=kyc_webhook_secret,
     )
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     host, port = runner.addresses[0][:2]
     try:

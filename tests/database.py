@@ -31,6 +31,7 @@ LEDGER_TABLES = (
     "payouts",
     "kyc_tiers",
     "kyc_hits",
+    "kyc_verifications",
     "account_snapshots",
     "shard_checkpoints",
     "ingest_inbox",

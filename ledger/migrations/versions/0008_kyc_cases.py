@@ -1,5 +1,6 @@
 """KYC cases: each tier asked for with its deadline, reminders and escalation, the identity
-fields of the light tier, and sanctions/PEP screening hits for compliance's review.
+fields of the light tier, sanctions/PEP screening hits for compliance's review, and the
+document verifications at the provider (its reference and latest outcome; never a document).
 
 Revision ID: 0008
 Revises: 0007
@@ -49,9 +50,21 @@ def upgrade() -> None:
     )
     op.create_index("ix_kyc_hits_trader", "kyc_hits", ["trader_id"])
     op.create_index("ix_kyc_hits_status", "kyc_hits", ["status", "created_ns"])
+    op.create_table(
+        "kyc_verifications",
+        sa.Column("provider_ref", sa.Text(), primary_key=True),
+        sa.Column("trader_id", sa.Text(), nullable=False),
+        sa.Column("tier", sa.Text(), nullable=False),
+        sa.Column("status", sa.Text(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("occurred_ns", sa.BigInteger(), nullable=False),
+        sa.Column("updated_ns", sa.BigInteger(), nullable=False),
+    )
+    op.create_index("ix_kyc_verifications_trader", "kyc_verifications", ["trader_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("kyc_verifications")
     op.drop_table("kyc_hits")
     with op.batch_alter_table("kyc_tiers") as batch:
         for name, _ in reversed(_CASE_COLUMNS):

@@ -1,0 +1,157 @@
+"""The verification provider's webhooks over HTTP into the KYC supervisor (Ray, PostgreSQL):
+a bad signature is refused, duplicates are harmless, out-of-order reports resolve by the
+provider's time, and an approval raises the trader's tier."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+import ray
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from actors.kyc_supervisor import KycConfig, start_kyc
+from actors.verification import SIGNATURE_HEADER, TIMESTAMP_HEADER, Report, VerifierConfig
+from ledger import kyc
+from ledger.database import create_engine
+from ledger.kyc import Tier
+from ledger.schema import audit_log, traders
+from ledger.signing import sign
+from tests.api import Api, serve
+from tests.database import run_async, truncate_ledger
+
+pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.postgres]
+
+SECRET = b"kyc-webhook-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def engine(migrated_postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    run_async(truncate_ledger(migrated_postgres_url))
+    engine = create_engine(migrated_postgres_url)
+    async with engine.begin() as conn:
+        await conn.execute(traders.delete())
+        for trader_id in ("v-1", "v-2", "v-3"):
+            await conn.execute(
+                traders.insert().values(
+                    id=trader_id, email=f"{trader_id}@example.test", name=f"Trader {trader_id}",
+                    country="DE", language="en", timezone="UTC", source="direct",
+                    created_ns=time.time_ns(),
+                )
+            )  # fmt: skip
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def served(migrated_postgres_url: str, engine: AsyncEngine) -> AsyncIterator[tuple[Api, Any]]:
+    port = free_port()
+    verifier = VerifierConfig(
+        webhook_url=f"http://127.0.0.1:{port}/webhooks/v1/kyc",
+        secret=SECRET,
+        duplicate_rate=1.0,  # every final report twice
+        stale_rate=1.0,  # and the `pending` one after it
+        outcomes={"v-1": "approved", "v-2": "rejected", "v-3": "resubmission_requested"},
+    )
+    handle = start_kyc(migrated_postgres_url, config=KycConfig(tick_s=0, verifier=verifier))
+    async with serve(engine, kyc=handle, kyc_webhook_secret=SECRET, port=port) as api:
+        yield api, handle
+    await handle.close.remote()
+    ray.kill(handle)
+
+
+async def post(api: Api, body: bytes, *, secret: bytes = SECRET, at: float | None = None) -> Any:
+    timestamp = str(int(time.time() if at is None else at))
+    headers = {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(secret, timestamp, body),
+               "Content-Type": "application/json"}  # fmt: skip
+    async with api.session.post(api.url + "/webhooks/v1/kyc", data=body, headers=headers) as sent:
+        return sent.status, await sent.json(content_type=None)
+
+
+def report(ref: str, trader: str, status: str, occurred_ns: int) -> bytes:
+    return msgspec.json.encode(
+        Report(event_id=f"{ref}:{occurred_ns}", provider_ref=ref, trader_id=trader,
+               tier=Tier.FULL, status=status, occurred_ns=occurred_ns)  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+async def verification_actions(engine: AsyncEngine, trader: str) -> list[str]:
+    query = select(audit_log.c.action, audit_log.c.after).where(audit_log.c.trader_id == trader)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(audit_log.c.seq))).all()
+    return [r.action for r in rows]
+
+
+async def test_a_simulated_approval_arrives_twice_and_late_and_is_applied_once(
+    served: tuple[Api, Any], engine: AsyncEngine
+) -> None:
+    _, handle = served
+    approved = await handle.verify.remote("v-1", Tier.FULL)
+    rejected = await handle.verify.remote("v-2", Tier.FULL)
+
+    sent = await handle.delivered.remote()
+
+    assert [r.status for r in sent if r.provider_ref == approved] == [
+        "approved", "approved", "pending"
+    ]  # fmt: skip
+    async with engine.connect() as conn:
+        one, two = await kyc.verifications(conn, "v-1"), await kyc.verifications(conn, "v-2")
+        tiers = await kyc.tiers(conn, ["v-1", "v-2"])
+    assert [(v.provider_ref, v.status) for v in one] == [(approved, "approved")]
+    assert [(v.provider_ref, v.status, v.reason) for v in two] == [
+        (rejected, "rejected", "document expired")
+    ]
+    assert tiers == {"v-1": Tier.FULL, "v-2": Tier.NONE}
+    assert await verification_actions(engine, "v-1") == [
+        "kyc.verification_started", "kyc.verification", "kyc.verified"
+    ]  # fmt: skip
+
+
+async def test_bad_signatures_and_malformed_reports_are_refused(
+    served: tuple[Api, Any], engine: AsyncEngine
+) -> None:
+    api, handle = served
+    ref = await handle.verify.remote("v-3", Tier.FULL)
+    body = report(ref, "v-3", "approved", time.time_ns())
+
+    assert (await post(api, body, secret=b"not-the-secret"))[0] == 401
+    assert (await post(api, body, at=time.time() - 3_600))[0] == 401  # an old signed request
+    status, found = await post(api, b'{"provider_ref": 1}')
+    assert (status, found["title"]) == (400, "Malformed report")
+    status, found = await post(api, report("ver_nope", "v-3", "approved", time.time_ns()))
+    assert (status, found["title"]) == (404, "Unknown verification")
+    async with api.session.post(api.url + "/webhooks/v1/kyc", data=body) as unsigned:
+        assert unsigned.status == 401
+
+
+async def test_out_of_order_reports_resolve_by_the_providers_time(
+    served: tuple[Api, Any], engine: AsyncEngine
+) -> None:
+    api, handle = served
+    ref = await handle.verify.remote("v-3", Tier.FULL)
+    await handle.delivered.remote()  # the simulated provider's own reports are out of the way
+    base = time.time_ns() + 10**9
+
+    newer = await post(api, report(ref, "v-3", "resubmission_requested", base + 2_000))
+    older = await post(api, report(ref, "v-3", "approved", base + 1_000))  # late
+    again = await post(api, report(ref, "v-3", "resubmission_requested", base + 2_000))
+
+    assert [newer, older, again] == [
+        (200, {"outcome": "applied"}), (200, {"outcome": "stale"}), (200, {"outcome": "stale"})
+    ]  # fmt: skip
+    async with engine.connect() as conn:
+        found = await kyc.verifications(conn, "v-3")
+        tiers = await kyc.tiers(conn, ["v-3"])
+    assert [(v.status, v.occurred_ns) for v in found] == [("resubmission_requested", base + 2_000)]
+    assert tiers == {"v-3": Tier.NONE}  # the late approval did not count
