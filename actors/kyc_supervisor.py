@@ -76,7 +76,7 @@ class KycSupervisor:
         payouts: Any = None,
     ) -> None:
         self.config = config or KycConfig()
-        self.policy = self.config.policy
+        self.policy_in_force = self.config.policy
         self.engine = create_engine(database_url)
         self.screener = Screener(lists)
         self.payouts = payouts  # the payout supervisor's handle, told of every change
@@ -98,6 +98,9 @@ class KycSupervisor:
             await self.provider.close()
         await self.engine.dispose()
 
+    async def policy(self) -> KycPolicy:
+        return self.policy_in_force
+
     # -- triggers ----------------------------------------------------------------------------
 
     async def signup(self, trader_id: str, dob: str | None) -> list[HitRecord]:
@@ -105,7 +108,7 @@ class KycSupervisor:
         The hits found (each opened for compliance)."""
         await self.start()
         person = await self._person(trader_id, dob)
-        rules = self.policy.rules(person.country)
+        rules = self.policy_in_force.rules(person.country)
         tier = rules.on_signup()
         async with self.engine.begin() as conn:
             await kyc.set_identity(conn, trader_id, dob, person.country or "")
@@ -124,7 +127,7 @@ class KycSupervisor:
         await self.start()
         async with self.engine.begin() as conn:
             country = await _country(conn, trader_id)
-            rules = self.policy.rules(country)
+            rules = self.policy_in_force.rules(country)
             tier = rules.on_funded()
             opened = await kyc.request(conn, trader_id, tier, rules.within_ns(tier))
             await audit.append(
@@ -251,7 +254,7 @@ class KycSupervisor:
             for trader_id, case in sorted((await kyc.pending(conn)).items()):
                 if case.requested is None or case.requested_ns is None:
                     continue
-                rules = self.policy.rules(case.country)
+                rules = self.policy_in_force.rules(case.country)
                 due = [t for t in rules.reminders_ns(case.requested, case.requested_ns) if t <= now]
                 asked = {"tier": case.requested, "deadline_ns": case.deadline_ns}
                 if len(due) > case.reminders_sent:

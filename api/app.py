@@ -56,6 +56,7 @@ def endpoints() -> list[Endpoint]:
     from api.admin import (
         accounts,
         audit,
+        kyc,
         leads,
         payouts,
         plans,
@@ -68,7 +69,8 @@ def endpoints() -> list[Endpoint]:
     )
 
     modules = (
-        system, plans, traders, leads, purchases, accounts, payouts, timeline, reports, risk, audit
+        system, plans, traders, leads, purchases, accounts, payouts, kyc, timeline, reports, risk,
+        audit,
     )  # fmt: skip
     return [endpoint for module in modules for endpoint in module.ENDPOINTS]
 
@@ -109,10 +111,11 @@ def create_app(
     app[TOKENS] = tokens or Tokens(engine)
     if payouts is not None:
         app[PAYOUTS] = payouts
+    if kyc is not None:
+        app[KYC] = kyc
     if kyc is not None and kyc_webhook_secret:
         from api.kyc_webhook import kyc_webhook
 
-        app[KYC] = kyc
         app[KYC_WEBHOOK_SECRET] = kyc_webhook_secret
         app.router.add_post("/webhooks/v1/kyc", kyc_webhook)
     declared = endpoints()

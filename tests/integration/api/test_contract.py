@@ -21,9 +21,11 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from actors.kyc_supervisor import KycConfig, start_kyc
 from actors.payouts import start_payouts
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
+from actors.verification import VerifierConfig
 from api.app import endpoints
 from api.auth import Role
 from bridge.connections import EmbeddedConnection
@@ -84,6 +86,12 @@ ALLOWED: dict[str, set[Role]] = {
     "reject_payout": {ADM, FIN},
     "get_kyc": {ADM, FIN, CMP, SUP},
     "set_kyc": {ADM, CMP},
+    "get_kyc_policy": {ADM, FIN, CMP, SUP},
+    "list_kyc_hits": {ADM, FIN, CMP, SUP},
+    "clear_kyc_hit": {ADM, CMP},
+    "confirm_kyc_hit": {ADM, CMP},
+    "record_kyc_identity": {ADM, CMP},
+    "open_kyc_verification": {ADM, CMP},
     "list_audit": {ADM, RSK, CMP},
     "verify_audit": {ADM, RSK, CMP},
 }
@@ -113,12 +121,16 @@ async def api(engine: AsyncEngine, migrated_postgres_url: str) -> AsyncIterator[
     )
     await runtime.start()
     payouts = start_payouts(migrated_postgres_url, runtime)
+    verifier = VerifierConfig(webhook_url="http://127.0.0.1:9/none", secret=b"contract")
+    kyc = start_kyc(migrated_postgres_url, config=KycConfig(tick_s=0, verifier=verifier))
     try:
-        async with serve(engine, runtime, hub=runtime.hub, payouts=payouts) as client:
+        async with serve(engine, runtime, hub=runtime.hub, payouts=payouts, kyc=kyc) as client:
             yield client
     finally:
         await payouts.close.remote()
         ray.kill(payouts)
+        await kyc.close.remote()
+        ray.kill(kyc)
         await runtime.close()
 
 

@@ -1,12 +1,13 @@
-"""The verification provider's webhooks over HTTP into the KYC supervisor (Ray, PostgreSQL):
-a bad signature is refused, duplicates are harmless, out-of-order reports resolve by the
-provider's time, and an approval raises the trader's tier."""
+"""KYC over HTTP into the KYC supervisor (Ray, PostgreSQL): the verification provider's
+webhooks (a bad signature refused, duplicates harmless, out-of-order reports resolved by the
+provider's time, an approval raising the tier), and compliance's screening queue."""
 
 from __future__ import annotations
 
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,8 +16,11 @@ import ray
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from actors.kyc_policy import load_policy
 from actors.kyc_supervisor import KycConfig, start_kyc
+from actors.screening import load_simple
 from actors.verification import SIGNATURE_HEADER, TIMESTAMP_HEADER, Report, VerifierConfig
+from api.auth import Role
 from ledger import kyc
 from ledger.database import create_engine
 from ledger.kyc import Tier
@@ -28,6 +32,7 @@ from tests.database import run_async, truncate_ledger
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.postgres]
 
 SECRET = b"kyc-webhook-test-secret"
+LISTS = Path(__file__).resolve().parents[3] / "deploy" / "kyc" / "lists"
 
 
 def free_port() -> int:
@@ -42,10 +47,12 @@ async def engine(migrated_postgres_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(migrated_postgres_url)
     async with engine.begin() as conn:
         await conn.execute(traders.delete())
-        for trader_id in ("v-1", "v-2", "v-3"):
+        names = {"v-1": "Trader v-1", "v-2": "Trader v-2", "v-3": "Trader v-3",
+                 "v-4": "VARLAMOV, Aleksandr P."}  # fmt: skip
+        for trader_id, name in names.items():
             await conn.execute(
                 traders.insert().values(
-                    id=trader_id, email=f"{trader_id}@example.test", name=f"Trader {trader_id}",
+                    id=trader_id, email=f"{trader_id}@example.test", name=name,
                     country="DE", language="en", timezone="UTC", source="direct",
                     created_ns=time.time_ns(),
                 )
@@ -64,7 +71,9 @@ async def served(migrated_postgres_url: str, engine: AsyncEngine) -> AsyncIterat
         stale_rate=1.0,  # and the `pending` one after it
         outcomes={"v-1": "approved", "v-2": "rejected", "v-3": "resubmission_requested"},
     )
-    handle = start_kyc(migrated_postgres_url, config=KycConfig(tick_s=0, verifier=verifier))
+    lists = load_simple((LISTS / "sample.csv").read_text(encoding="utf-8"))
+    config = KycConfig(policy=load_policy(), tick_s=0, verifier=verifier)
+    handle = start_kyc(migrated_postgres_url, lists, config)
     async with serve(engine, kyc=handle, kyc_webhook_secret=SECRET, port=port) as api:
         yield api, handle
     await handle.close.remote()
@@ -155,3 +164,48 @@ async def test_out_of_order_reports_resolve_by_the_providers_time(
         tiers = await kyc.tiers(conn, ["v-3"])
     assert [(v.status, v.occurred_ns) for v in found] == [("resubmission_requested", base + 2_000)]
     assert tiers == {"v-3": Tier.NONE}  # the late approval did not count
+
+
+async def test_compliance_works_the_screening_queue(served: tuple[Api, Any]) -> None:
+    api, _ = served
+    status, recorded = await api.call(
+        "POST", "/api/v1/traders/v-4/kyc/identity", role=Role.COMPLIANCE,
+        json={"date_of_birth": "1968-03-14"},
+    )  # fmt: skip
+    assert status == 201, recorded
+    assert [h["uid"] for h in recorded["hits"]] == ["SANCTIONS-TEST:1"]
+    status, bad = await api.call(
+        "POST", "/api/v1/traders/v-4/kyc/identity", role=Role.COMPLIANCE,
+        json={"date_of_birth": "1968-02-30"},
+    )  # fmt: skip
+    assert (status, bad["errors"][0]["field"]) == (422, "body.date_of_birth"), bad
+
+    status, queue = await api.call("GET", "/api/v1/kyc/hits", params={"status": "open"})
+    assert status == 200
+    hit_id = queue["items"][0]["id"]
+    assert [h["trader_id"] for h in queue["items"]] == ["v-4"]
+    reason = {"reason": "passport checked: another person"}
+    denied = await api.call("POST", f"/api/v1/kyc/hits/{hit_id}/clear", role=Role.SUPPORT,
+                            json=reason)  # fmt: skip
+    assert denied[0] == 403
+    status, cleared = await api.call(
+        "POST", f"/api/v1/kyc/hits/{hit_id}/clear", role=Role.COMPLIANCE, json=reason
+    )
+    assert (status, cleared["status"], cleared["decided_by"]) == (200, "cleared", "compliance")
+    again = await api.call("POST", f"/api/v1/kyc/hits/{hit_id}/confirm", role=Role.COMPLIANCE,
+                           json=reason)  # fmt: skip
+    assert again[0] == 409
+    missing = await api.call("POST", "/api/v1/kyc/hits/nope/clear", role=Role.COMPLIANCE,
+                             json=reason)  # fmt: skip
+    assert missing[0] == 404
+    status, opened = await api.call(
+        "POST", "/api/v1/traders/v-4/kyc/verifications", role=Role.COMPLIANCE,
+        json={"tier": "full"},
+    )  # fmt: skip
+    assert (status, opened["provider_ref"].startswith("ver_")) == (201, True)
+
+    status, policy = await api.call("GET", "/api/v1/kyc/policy", role=Role.FINANCE)
+    assert status == 200
+    assert policy["high_risk"] == ["NG", "PK"]
+    assert policy["default"]["funded"] == "full"
+    assert policy["jurisdictions"]["AE"]["enhanced_payout_above"] == 500000

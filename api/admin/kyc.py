@@ -1,0 +1,242 @@
+"""KYC through the KYC supervisor (`actors/kyc_supervisor.py`): the jurisdiction policy,
+compliance's queue of screening hits and its decisions, a trader's identity fields (the signup
+trigger: recorded and screened), and document verifications opened at the provider.
+
+A trader's case (`GET /api/v1/traders/{id}/kyc`) and a tier recorded by hand (`PUT`) stay with
+the payout endpoints (`api/admin/payouts.py`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from ray.exceptions import RayError
+
+from actors.kyc_supervisor import KycError
+from api.admin import traders as trader_store
+from api.admin.accounts import Reason
+from api.auth import Permission
+from api.endpoints import Call, Endpoint, Reply
+from api.problems import ApiError
+from api.services import KYC
+from ledger import kyc
+from ledger.kyc import Tier
+
+
+def _supervisor(call: Call) -> Any:
+    handle = call.request.app.get(KYC)
+    if handle is None:
+        raise ApiError(503, "KYC unavailable", "this server runs no KYC supervisor")
+    return handle
+
+
+async def _ask(pending: Any) -> Any:
+    try:
+        return await pending
+    except KycError as exc:
+        raise _problem(exc) from None
+    except RayError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, KycError):
+            raise _problem(cause) from None
+        raise ApiError(503, "KYC unavailable", f"the KYC supervisor failed: {exc}") from exc
+
+
+def _problem(exc: KycError) -> ApiError:
+    status, title = {
+        "not_found": (404, "Not found"),
+        "conflict": (409, "Hit already decided"),
+    }.get(exc.code, (503, "KYC unavailable"))
+    return ApiError(status, title, exc.detail)
+
+
+class HitOut(BaseModel):
+    id: str
+    trader_id: str
+    uid: str = Field(description="the list entry: list label and its own id")
+    list_name: str
+    listed_name: str = Field(description="the listed name or alias that matched")
+    score: float
+    reasons: list[str]
+    status: str = Field(description="open (compliance's queue), cleared or confirmed")
+    created_ns: int
+    decided_ns: int | None
+    decided_by: str | None
+    reason: str | None
+
+
+def hit_out(hit: kyc.HitRecord) -> HitOut:
+    return HitOut.model_validate(msgspec.to_builtins(hit))
+
+
+class HitList(BaseModel):
+    items: list[HitOut]
+
+
+class HitQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: str | None = Field(default=None, pattern="^(open|cleared|confirmed)$")
+    trader_id: str | None = Field(default=None, max_length=64)
+
+
+async def list_hits(call: Call) -> Reply:
+    query = call.query_as(HitQuery)
+    async with call.engine.connect() as conn:
+        found = await kyc.hits(conn, status=query.status, trader_id=query.trader_id)
+    return Reply(HitList(items=[hit_out(h) for h in found]))
+
+
+async def clear_hit(call: Call) -> Reply:
+    return await _decide(call, confirm=False)
+
+
+async def confirm_hit(call: Call) -> Reply:
+    return await _decide(call, confirm=True)
+
+
+async def _decide(call: Call, *, confirm: bool) -> Reply:
+    reason = call.body_as(Reason).reason
+    assert call.principal is not None
+    pending = _supervisor(call).decide.remote(
+        call.path("hit_id"), confirm, call.principal.name, reason
+    )
+    return Reply(hit_out(await _ask(pending)))
+
+
+class IdentityIn(BaseModel):
+    """The light tier's identity fields (name and country are the trader's record)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    date_of_birth: str = Field(examples=["1990-04-21"])
+
+    @field_validator("date_of_birth")
+    @classmethod
+    def _date(cls, value: str) -> str:
+        born = datetime.date.fromisoformat(value)  # ValueError names the bad date
+        if not datetime.date(1900, 1, 1) <= born <= datetime.date.today():
+            raise ValueError("must be between 1900-01-01 and today")
+        return value
+
+
+class IdentityOut(BaseModel):
+    trader_id: str
+    hits: list[HitOut] = Field(description="screening hits opened for compliance")
+
+
+async def record_identity(call: Call) -> Reply:
+    body = call.body_as(IdentityIn)
+    trader_id = call.path("trader_id")
+    async with call.engine.connect() as conn:
+        await trader_store.load(conn, trader_id)  # 404 for an unknown trader
+    found = await _ask(_supervisor(call).signup.remote(trader_id, body.date_of_birth))
+    return Reply(IdentityOut(trader_id=trader_id, hits=[hit_out(h) for h in found]), status=201)
+
+
+class VerificationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tier: Tier = Field(description="full (document and address) or enhanced (source of funds)")
+
+
+class VerificationOut(BaseModel):
+    trader_id: str
+    tier: Tier
+    provider_ref: str = Field(description="the provider's reference; documents stay there")
+
+
+async def open_verification(call: Call) -> Reply:
+    body = call.body_as(VerificationIn)
+    trader_id = call.path("trader_id")
+    async with call.engine.connect() as conn:
+        await trader_store.load(conn, trader_id)
+    reference = await _ask(_supervisor(call).verify.remote(trader_id, body.tier))
+    return Reply(
+        VerificationOut(trader_id=trader_id, tier=body.tier, provider_ref=reference), status=201
+    )
+
+
+async def get_policy(call: Call) -> Reply:
+    policy = await _ask(_supervisor(call).policy.remote())
+    return Reply(msgspec.to_builtins(policy) | {"high_risk": policy.high_risk()})
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/api/v1/kyc/policy",
+        "get_kyc_policy",
+        "The KYC policy: the tier each trigger asks for, thresholds and deadlines, by "
+        "jurisdiction.",
+        get_policy,
+        Permission.KYC_READ,
+        "kyc",
+        errors=(503,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/kyc/hits",
+        "list_kyc_hits",
+        "Sanctions and PEP screening hits; `status=open` is compliance's queue.",
+        list_hits,
+        Permission.KYC_READ,
+        "kyc",
+        query=HitQuery,
+        response=HitList,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/kyc/hits/{hit_id}/clear",
+        "clear_kyc_hit",
+        "Clear an open hit as another person (with a reason, audited): held payouts released.",
+        clear_hit,
+        Permission.KYC_WRITE,
+        "kyc",
+        body=Reason,
+        response=HitOut,
+        errors=(409, 503),
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/kyc/hits/{hit_id}/confirm",
+        "confirm_kyc_hit",
+        "Confirm an open hit as a true match (with a reason, audited): payouts stay held.",
+        confirm_hit,
+        Permission.KYC_WRITE,
+        "kyc",
+        body=Reason,
+        response=HitOut,
+        errors=(409, 503),
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/traders/{trader_id}/kyc/identity",
+        "record_kyc_identity",
+        "Record the light tier's identity fields: the signup trigger asks for the policy's tier "
+        "and screens the trader.",
+        record_identity,
+        Permission.KYC_WRITE,
+        "kyc",
+        body=IdentityIn,
+        response=IdentityOut,
+        status=201,
+        errors=(503,),
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/traders/{trader_id}/kyc/verifications",
+        "open_kyc_verification",
+        "Open a document verification at the provider; its outcome arrives by webhook.",
+        open_verification,
+        Permission.KYC_WRITE,
+        "kyc",
+        body=VerificationIn,
+        response=VerificationOut,
+        status=201,
+        errors=(503,),
+    ),
+]
