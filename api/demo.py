@@ -23,9 +23,12 @@ import ray
 from aiohttp import web
 from hdrh.histogram import HdrHistogram
 
+from actors.kyc_policy import POLICY_FILE, load_policy
+from actors.kyc_supervisor import KycConfig, start_kyc
 from actors.payouts import start_payouts
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig, RuntimeStats
+from actors.screening import load_simple
 from api.admin.follower import FollowerConfig
 from api.app import create_app
 from api.auth import Role, issue_token
@@ -74,6 +77,7 @@ class DemoOptions(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _HOUR_US = 3_600_000_000
+KYC_LISTS = POLICY_FILE.parent / "lists"  # synthetic sanctions and PEP lists (no real person)
 
 
 def latency_ms(samples_ns: Sequence[int]) -> Latency:
@@ -189,13 +193,18 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
         issued = await issue_token(conn, f"demo-{run_id}", Role.ADMIN, by="demo")
     payouts = start_payouts(settings.database_url, runtime)
     await payouts.ready.remote()
-    app = create_app(runtime, engine, follow=FollowerConfig(), hub=runtime.hub, payouts=payouts)
+    lists = load_simple((KYC_LISTS / "sample.csv").read_text(encoding="utf-8"))
+    kyc = start_kyc(settings.database_url, lists, KycConfig(policy=load_policy()), payouts)
+    app = create_app(
+        runtime, engine, follow=FollowerConfig(), hub=runtime.hub, payouts=payouts, kyc=kyc
+    )
     runner, address = await serve_http(app, settings.http_host, settings.http_port)
     say(f"HTTP app:       {address}/api/docs (admin token for this run: {issued.token})")
     say(f"Risk page:      {address}/risk/ (paste the token)")
     bearer = f"Authorization: Bearer {issued.token}"
     say(f"  curl -H '{bearer}' {address}/api/v1/accounts/{account_ids[0]}")
     say(f"Payouts:        {address}/api/v1/payouts?status=review (finance's review queue)")
+    say(f"KYC:            {address}/api/v1/kyc/hits?status=open (compliance's screening queue)")
     for name, router in runtime.routers.items():
         say(f"connection {name}: shards={router.shard_count}")
     say(f"database={database_label(settings.database_url)}")
@@ -211,6 +220,8 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
         await runner.cleanup()
         await payouts.close.remote()
         ray.kill(payouts)
+        await kyc.close.remote()
+        ray.kill(kyc)
         await runtime.close()
         await engine.dispose()
 
