@@ -2,9 +2,11 @@
 sanctions and PEP screening at signup and again on every list update, deadlines with reminders
 and escalation, and the payout supervisor told whenever a trader's standing changes.
 
-State lives in PostgreSQL (`ledger/kyc.py`: `kyc_tiers`, `kyc_hits`), so a restarted supervisor
-picks up where it was; the screener (lists indexed in memory) is rebuilt from the lists it was
-last given. Every step is an audit record with the trader id, so the trader's timeline shows it.
+State lives in PostgreSQL (`ledger/kyc.py`: `kyc_tiers`, `kyc_hits`, `kyc_verifications`), so
+a restarted supervisor picks up where it was, except for the screener (lists indexed in memory):
+Ray rebuilds it from the lists the supervisor was started with, so a list update made since must
+be sent again after a restart. Every step is an audit record with the trader id, so the
+trader's timeline shows it.
 
 Triggers (`actors/kyc_policy.py`, per jurisdiction): `signup` (identity fields recorded, the
 signup tier asked for, the trader screened), `funded` (the funded tier asked for), a payout's
@@ -26,7 +28,7 @@ import msgspec
 import ray
 from sqlalchemy import select
 
-from actors.kyc_policy import DEFAULT_POLICY, KycPolicy
+from actors.kyc_policy import KycPolicy, load_policy
 from actors.screening import Hit, ListEntry, Person, Screener
 from actors.verification import Report, SimulatedVerifier, VerifierConfig
 from ledger import audit, kyc
@@ -41,7 +43,7 @@ SYSTEM = ("kyc-supervisor", "system")
 
 
 class KycConfig(msgspec.Struct, frozen=True, kw_only=True):
-    policy: KycPolicy = DEFAULT_POLICY
+    policy: KycPolicy = msgspec.field(default_factory=load_policy)  # deploy/kyc/policy.toml
     tick_s: float = 60.0  # how often reminders and deadlines are looked at (0: never)
     verifier: VerifierConfig | None = None  # the simulated document-verification provider
 
@@ -197,7 +199,7 @@ class KycSupervisor:
             trader_id=trader_id,
             tier=tier,
             status="pending",
-            occurred_ns=time.time_ns(),
+            occurred_ns=0,  # any report of the provider's, by its own clock, is newer
         )
         async with self.engine.begin() as conn:
             await kyc.started(conn, opened)
@@ -218,19 +220,17 @@ class KycSupervisor:
             occurred_ns=report.occurred_ns,
         )
         async with self.engine.begin() as conn:
-            outcome = await kyc.report(conn, found)
-            if outcome != "applied":
+            outcome, tier = await kyc.report(conn, found)
+            if outcome != "applied" or tier is None:
                 return outcome
             summary = {"provider_ref": report.provider_ref, "status": report.status,
                        "tier": report.tier, "reason": report.reason}  # fmt: skip
             records = [_audit(report.trader_id, "kyc.verification", summary)]
-            case = await kyc.case(conn, report.trader_id)
-            raised = report.status == "approved" and (
-                case is None or not case.tier.covers(report.tier)
-            )
+            case = await kyc.case(conn, report.trader_id, lock=True)  # raise only, never lower
+            raised = report.status == "approved" and (case is None or not case.tier.covers(tier))
             if raised:
-                await kyc.set_tier(conn, report.trader_id, report.tier)
-                records.append(_audit(report.trader_id, "kyc.verified", {"tier": report.tier}))
+                await kyc.set_tier(conn, report.trader_id, tier)
+                records.append(_audit(report.trader_id, "kyc.verified", {"tier": tier}))
             await audit.append(conn, records)
         if raised:
             await self._tell_payouts([report.trader_id])
@@ -257,13 +257,18 @@ class KycSupervisor:
                 rules = self.policy_in_force.rules(case.country)
                 due = [t for t in rules.reminders_ns(case.requested, case.requested_ns) if t <= now]
                 asked = {"tier": case.requested, "deadline_ns": case.deadline_ns}
-                if len(due) > case.reminders_sent:
-                    await kyc.note_reminder(conn, trader_id, len(due))
+                of = case.requested_ns
+                if len(due) > case.reminders_sent and await kyc.note_reminder(
+                    conn, trader_id, of, len(due)
+                ):
                     records.append(_audit(trader_id, "kyc.reminder", asked | {"sent": len(due)}))
                     reminded.append(trader_id)
                 late = case.deadline_ns is not None and case.deadline_ns <= now
-                if late and case.escalated_ns is None:
-                    await kyc.note_escalation(conn, trader_id, now)
+                if (
+                    late
+                    and case.escalated_ns is None
+                    and await kyc.note_escalation(conn, trader_id, of, now)
+                ):
                     records.append(_audit(trader_id, "kyc.escalated", asked))
                     escalated.append(trader_id)
                     log.warning(
@@ -290,7 +295,7 @@ class KycSupervisor:
         for trader_id in trader_ids:
             try:
                 await self.payouts.kyc_changed.remote(trader_id)
-            except Exception:  # its own re-check finds them later
+            except Exception:  # held payouts: its periodic KYC re-check finds them
                 log.exception("KYC: the payout supervisor was not told about %s", trader_id)
 
     async def _person(self, trader_id: str, dob: str | None) -> Person:

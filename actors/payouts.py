@@ -135,6 +135,10 @@ class ResetRefused(Exception):
     """The platform answered a balance reset with a refusal (not a time-out)."""
 
 
+REVIEWED = "review"
+"""The reason a payout held for KYC keeps when finance had it in review before."""
+
+
 class _Pending(msgspec.Struct):
     request: Request
     future: asyncio.Future[Submitted]
@@ -421,6 +425,15 @@ class PayoutSupervisor:
                 raise PayoutError(
                     "conflict", f"payout {payout_id} has no rail to be paid by: reject it"
                 )
+            if approve:
+                async with self.engine.connect() as conn:
+                    blocked = await kyc.blocked(conn, [payout.trader_id])
+                if blocked:  # a screening hit arrived after the decision: compliance first
+                    raise PayoutError(
+                        "conflict",
+                        f"trader {payout.trader_id} has a screening hit not cleared: "
+                        "compliance must clear it before this payout is approved",
+                    )
             status = Status.APPROVED if approve else Status.REJECTED
             after = msgspec.structs.replace(payout, status=status, updated_ns=time.time_ns())
             # Approval owes the trader the amount; a rejection after payments failed (the
@@ -523,6 +536,14 @@ class PayoutSupervisor:
                 after = msgspec.structs.replace(
                     fresh, **{name: getattr(payout, name) for name in kept}
                 )
+                # A payout finance had in review goes back to review, not past it: held for
+                # KYC meanwhile, it keeps `review` among its reasons.
+                from_review = payout.status is Status.REVIEW or REVIEWED in payout.reasons
+                if from_review and after.status is Status.HELD:
+                    after = msgspec.structs.replace(after, reasons=[*after.reasons, REVIEWED])
+                elif from_review:
+                    reasons = [r for r in after.reasons if r != REVIEWED] or [REVIEWED]
+                    after = msgspec.structs.replace(after, status=Status.REVIEW, reasons=reasons)
                 changed.append(after)
                 records.append(_decided(after, SUPERVISOR, before=_summary(payout)))
                 if after.status is Status.APPROVED:

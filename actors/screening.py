@@ -18,8 +18,10 @@ stripped of punctuation; the score is rapidfuzz's token-sort ratio (word order d
 words or more (a middle name more or less). Candidates are found in batches first
 (`Screener.screen_all`): only listed names sharing a word prefix (three letters) with the
 trader's, compared with the words sorted and, for three words or more, with each word left out
-in turn. So a typo in the first three letters of every word is not found, nor a name with two
-words more than the other. The name score is then adjusted: the same date of birth +10 (the
+in turn, and every listed name sharing a whole word with the trader's. So a typo in the first
+three letters of every word is not found, nor a name with two words more than the other. A name
+contained in the other scores 95 (`Karim Youssef` against `EL-HADDAWI, Karim Youssef`): a hit
+for compliance to clear or confirm. The name score is then adjusted: the same date of birth +10 (the
 same year, where the list has only a year, +5), a different one -25; the same country +5. A hit
 is a score at or above the threshold (85 by default), so a full-name match with another date of
 birth (75) is not one.
@@ -131,7 +133,7 @@ def load_simple(text: str, source: str = "list.csv") -> list[ListEntry]:
         aliases = tuple(a.strip() for a in (row["aliases"] or "").split(";") if a.strip())
         entries.append(
             ListEntry(
-                uid=f"{label}:{line - 1}",
+                uid=f"{label}:{_slug(name, dob)}",
                 list=label,
                 name=name,
                 aliases=aliases,
@@ -140,6 +142,13 @@ def load_simple(text: str, source: str = "list.csv") -> list[ListEntry]:
             )
         )
     return entries
+
+
+def _slug(name: str, dob: str) -> str:
+    """A simple-CSV entry's id: its name and date of birth, so that editing the file elsewhere
+    does not move it (a decision on a hit stays with the person it was made for)."""
+    slug = normalise(name).replace(" ", "-")
+    return f"{slug}-{dob}" if dob else slug
 
 
 _EMPTY = "-0-"
@@ -151,6 +160,8 @@ _NATIONALITY = re.compile(r"(?:nationality|citizen) ([A-Za-z ,.'-]+?)(?:;|\.$|$)
 
 def load_ofac(sdn_csv: str, alt_csv: str = "", source: str = "sdn.csv") -> list[ListEntry]:
     """The individuals of an OFAC SDN list (`sdn.csv`, and `alt.csv` for their aliases)."""
+    # OFAC's files may end with an end-of-file byte (0x1A) after the last line.
+    sdn_csv, alt_csv = sdn_csv.replace("\x1a", ""), alt_csv.replace("\x1a", "")
     aliases: dict[str, list[str]] = defaultdict(list)
     for row in csv.reader(io.StringIO(alt_csv)):
         if len(row) >= 4 and row[3].strip() and row[3].strip() != _EMPTY:
@@ -227,6 +238,11 @@ class Screener:
                     self.forms.append(form)
                     self.form_of.append(at)
         self.blocks = dict(blocks)  # word prefix -> the forms with a word of that prefix
+        words: dict[str, set[int]] = defaultdict(set)
+        for at, name in enumerate(self.names):
+            for word in name.split():
+                words[word].add(at)
+        self.words = dict(words)  # word -> the names with it
 
     def screen(self, person: Person) -> list[Hit]:
         """The entries the person matches at or above the threshold, best first (one hit per
@@ -240,6 +256,21 @@ class Screener:
         listed form with one (`rapidfuzz.process.cdist`, all cores, in C), keeping pairs that
         could reach the threshold with the best adjustments; those are then scored."""
         queries = [normalise(p.name) for p in people]
+        floor = self.threshold - SAME_DOB - SAME_COUNTRY  # no adjustment lifts a name above it
+        pairs = self._candidates(queries, floor)
+        best: dict[tuple[int, int], Hit] = {}  # (person, entry) -> its best name's hit
+        for i, at in pairs:
+            hit = self._hit(people[i], queries[i], at, floor)
+            key = (i, self.owners[at])
+            if hit is not None and (key not in best or best[key].score < hit.score):
+                best[key] = hit
+        found: dict[str, list[Hit]] = defaultdict(list)
+        for (i, _), hit in best.items():
+            found[people[i].trader_id].append(hit)
+        return {t: sorted(h, key=lambda h: (-h.score, h.uid)) for t, h in found.items()}
+
+    def _candidates(self, queries: Sequence[str], floor: float) -> set[tuple[int, int]]:
+        """(person, listed name) pairs that may score `floor` or more."""
         asked: list[str] = []  # the people's forms
         asker: list[int] = []  # the person of each
         asking: dict[str, list[int]] = defaultdict(list)  # word prefix -> forms asked
@@ -250,7 +281,6 @@ class Screener:
                         asking[prefix].append(len(asked))
                 asked.append(form)
                 asker.append(i)
-        floor = self.threshold - SAME_DOB - SAME_COUNTRY  # no adjustment lifts a name above it
         pairs: set[tuple[int, int]] = set()
         for prefix, who in asking.items():
             block = self.blocks[prefix]
@@ -266,16 +296,12 @@ class Screener:
             )
             for row, column in zip(*np.nonzero(scores), strict=True):
                 pairs.add((asker[who[row]], self.form_of[block[column]]))
-        best: dict[tuple[int, int], Hit] = {}  # (person, entry) -> its best name's hit
-        for i, at in pairs:
-            hit = self._hit(people[i], queries[i], at, floor)
-            key = (i, self.owners[at])
-            if hit is not None and (key not in best or best[key].score < hit.score):
-                best[key] = hit
-        found: dict[str, list[Hit]] = defaultdict(list)
-        for (i, _), hit in best.items():
-            found[people[i].trader_id].append(hit)
-        return {t: sorted(h, key=lambda h: (-h.score, h.uid)) for t, h in found.items()}
+        # A typo that changes the sorted order of the words ("Corvalenko Ilya") defeats the
+        # Indel pass; a shared word keeps the pair for the token-set ratio to score.
+        for i, query in enumerate(queries):
+            for word in set(query.split()):
+                pairs.update((i, at) for at in self.words.get(word, ()))
+        return pairs
 
     def _hit(self, person: Person, query: str, at: int, floor: float) -> Hit | None:
         name = self.names[at]

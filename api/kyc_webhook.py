@@ -4,7 +4,8 @@ verification.py`), signed with the shared secret like platform pushes (`ledger/s
 A bad or missing signature, or a timestamp more than `TOLERANCE_S` from now, is refused (401)
 before the body is read as JSON; a malformed report is a 400 naming the field. A duplicate or a
 report older than the one we hold is answered 200 `stale` and changes nothing; a reference we
-never opened is a 404.
+do not know is a 503 with `Retry-After` (a report can arrive before we recorded opening it: the
+provider sends it again).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ _reports = msgspec.json.Decoder(Report)
 
 
 async def kyc_webhook(request: web.Request) -> web.StreamResponse:
-    body = await request.content.read(MAX_BODY_BYTES + 1)
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return problem(413, "Too large", f"a report is at most {MAX_BODY_BYTES} bytes")
+    body = await request.read()
     if len(body) > MAX_BODY_BYTES:
         return problem(413, "Too large", f"a report is at most {MAX_BODY_BYTES} bytes")
     timestamp = request.headers.get(TIMESTAMP_HEADER, "")
@@ -45,7 +48,7 @@ async def kyc_webhook(request: web.Request) -> web.StreamResponse:
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return problem(400, "Malformed report", str(exc))
     outcome: str = await request.app[KYC].verification.remote(report)
-    if outcome == "unknown":
-        detail = f"no verification {report.provider_ref!r} for trader {report.trader_id!r}"
-        return problem(404, "Unknown verification", detail)
+    if outcome == "unknown":  # 503: a report can outrun our record of the verification
+        detail = f"no verification {report.provider_ref!r} for trader {report.trader_id!r} (yet)"
+        return problem(503, "Unknown verification", detail, headers={"Retry-After": "1"})
     return json_response({"outcome": outcome})

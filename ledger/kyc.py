@@ -91,9 +91,12 @@ def _case_of(row: Any) -> Case:
     )
 
 
-async def case(conn: AsyncConnection, trader_id: str) -> Case | None:
-    """The trader's case; None if never verified nor asked for."""
+async def case(conn: AsyncConnection, trader_id: str, *, lock: bool = False) -> Case | None:
+    """The trader's case; None if never verified nor asked for. `lock`: held until the
+    transaction ends (PostgreSQL), for a read-then-write."""
     query = select(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id)
+    if lock:
+        query = query.with_for_update()
     row = (await conn.execute(query)).first()
     return None if row is None else _case_of(row)
 
@@ -117,16 +120,24 @@ async def set_identity(
     )
 
 
-async def note_reminder(conn: AsyncConnection, trader_id: str, sent: int) -> None:
-    await conn.execute(
-        update(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id).values(reminders_sent=sent)
+async def note_reminder(conn: AsyncConnection, trader_id: str, of_ns: int, sent: int) -> bool:
+    """Count the reminders sent for the request opened at `of_ns` (not for a newer one)."""
+    done = await conn.execute(
+        update(kyc_tiers)
+        .where(kyc_tiers.c.trader_id == trader_id, kyc_tiers.c.requested_ns == of_ns)
+        .values(reminders_sent=sent)
     )
+    return bool(done.rowcount)
 
 
-async def note_escalation(conn: AsyncConnection, trader_id: str, at_ns: int) -> None:
-    await conn.execute(
-        update(kyc_tiers).where(kyc_tiers.c.trader_id == trader_id).values(escalated_ns=at_ns)
+async def note_escalation(conn: AsyncConnection, trader_id: str, of_ns: int, at_ns: int) -> bool:
+    """Mark the request opened at `of_ns` escalated (not a newer one)."""
+    done = await conn.execute(
+        update(kyc_tiers)
+        .where(kyc_tiers.c.trader_id == trader_id, kyc_tiers.c.requested_ns == of_ns)
+        .values(escalated_ns=at_ns)
     )
+    return bool(done.rowcount)
 
 
 async def _opened(conn: AsyncConnection, trader_id: str, first: Case, now: int) -> Case:
@@ -319,9 +330,10 @@ async def started(conn: AsyncConnection, verification: Verification) -> None:
     )
 
 
-async def report(conn: AsyncConnection, verification: Verification) -> str:
+async def report(conn: AsyncConnection, verification: Verification) -> tuple[str, Tier | None]:
     """Apply the provider's report if it is the latest by its own clock: `applied`, `stale` (an
-    older report arriving late: the newer one stands) or `unknown` (no such verification)."""
+    older report arriving late: the newer one stands) or `unknown` (no such verification), and
+    the tier the verification was opened for (ours, not the report's)."""
     values = msgspec.structs.asdict(verification)
     values["tier"] = verification.tier.value
     done = await conn.execute(
@@ -338,13 +350,13 @@ async def report(conn: AsyncConnection, verification: Verification) -> str:
             updated_ns=time.time_ns(),
         )
     )
-    if done.rowcount:
-        return "applied"
-    query = select(kyc_verifications.c.trader_id).where(
+    query = select(kyc_verifications.c.trader_id, kyc_verifications.c.tier).where(
         kyc_verifications.c.provider_ref == verification.provider_ref
     )
-    known = await conn.scalar(query)
-    return "stale" if known == verification.trader_id else "unknown"
+    known = (await conn.execute(query)).first()
+    if known is None or known.trader_id != verification.trader_id:
+        return "unknown", None
+    return ("applied" if done.rowcount else "stale"), Tier(known.tier)
 
 
 async def verifications(conn: AsyncConnection, trader_id: str) -> list[Verification]:

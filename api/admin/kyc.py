@@ -120,7 +120,7 @@ class IdentityIn(BaseModel):
         born = datetime.date.fromisoformat(value)  # ValueError names the bad date
         if not datetime.date(1900, 1, 1) <= born <= datetime.date.today():
             raise ValueError("must be between 1900-01-01 and today")
-        return value
+        return born.isoformat()  # `19680314` is 1968-03-14, as the lists write it
 
 
 class IdentityOut(BaseModel):

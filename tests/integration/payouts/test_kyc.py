@@ -27,6 +27,7 @@ from tests.integration.payouts.test_checklist import ask, payout, payout_body, w
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.postgres]
 
 LISTS = Path(__file__).resolve().parents[3] / "deploy" / "kyc" / "lists"
+VARLAMOV = "SANCTIONS-TEST:aleksandr-petrovich-varlamov-1968-03-14"
 HOUR = 3_600 * 10**9
 
 
@@ -70,7 +71,7 @@ async def test_triggers_by_jurisdiction_screening_at_signup_and_deadlines(
     assert await kyc_supervisor.signup.remote("de-1", "1990-04-04") == []
     assert await kyc_supervisor.signup.remote("ng-1", "1985-02-02") == []
     hits = await kyc_supervisor.signup.remote("listed-1", "1968-03-14")
-    assert [(h.uid, h.status) for h in hits] == [("SANCTIONS-TEST:1", "open")]
+    assert [(h.uid, h.status) for h in hits] == [(VARLAMOV, "open")]
     assert await kyc_supervisor.funded.remote("de-1") is Tier.FULL
     assert await kyc_supervisor.funded.remote("ng-1") is Tier.ENHANCED  # high risk: earlier
 
@@ -127,7 +128,7 @@ async def test_a_list_update_turns_a_cleared_trader_into_a_hit_and_holds_the_pen
     assert rescreen.traders >= 1
     assert [(h.trader_id, h.uid) for h in rescreen.new_hits] == [(lone.trader_id, "PEP:77")]
     held = await payout(api, pending["id"])
-    assert (held["status"], held["reasons"]) == ("held", ["consistency", "kyc"])
+    assert (held["status"], held["reasons"]) == ("held", ["consistency", "kyc", "review"])
     again = await kyc_supervisor.lists_updated.remote([*sample(), listed])
     assert again.new_hits == []  # the same hit is not opened twice
 

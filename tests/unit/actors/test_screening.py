@@ -20,6 +20,9 @@ from actors.screening import (
 )
 
 LISTS = Path(__file__).resolve().parents[3] / "deploy" / "kyc" / "lists"
+VARLAMOV = "SANCTIONS-TEST:aleksandr-petrovich-varlamov-1968-03-14"
+JOZEF = "PEP:jozef-wisniowski-kral-1975-11-02"
+TARIQ = "SANCTIONS-TEST:tariq-al-nasseri-1970-06-30"
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +49,27 @@ def test_normalise_when_accented_or_punctuated_then_plain_words() -> None:
 @pytest.mark.parametrize(
     ("name", "uid"),
     [
-        ("Aleksandr Petrovich Varlamov", "SANCTIONS-TEST:1"),  # exact
-        ("Varlamov Aleksandr Petrovich", "SANCTIONS-TEST:1"),  # reordered
-        ("Aleksandr Varlamov", "SANCTIONS-TEST:1"),  # no middle name
-        ("Jozef Wisniowski Kral", "PEP:2"),  # accents dropped
-        ("Józef Wiśniowski-Kral", "PEP:2"),  # accents kept
-        ("Александр Варламов", "SANCTIONS-TEST:1"),  # Cyrillic, transliterated
+        (
+            "Aleksandr Petrovich Varlamov",
+            VARLAMOV,
+        ),  # exact
+        (
+            "Varlamov Aleksandr Petrovich",
+            VARLAMOV,
+        ),  # reordered
+        (
+            "Aleksandr Varlamov",
+            VARLAMOV,
+        ),  # no middle name
+        ("Jozef Wisniowski Kral", JOZEF),  # accents dropped
+        ("Józef Wiśniowski-Kral", JOZEF),  # accents kept
+        (
+            "Александр Варламов",
+            VARLAMOV,
+        ),  # Cyrillic, transliterated
         ("Ilya Sergeyevich Korvalenko", "OFAC-SDN:36"),  # OFAC `SURNAME, Given` order
         ("Kareem Haddawi", "OFAC-SDN:412"),  # an OFAC alias
-        ("Tareq al Nasiri", "SANCTIONS-TEST:4"),  # a simple-CSV alias
+        ("Tareq al Nasiri", TARIQ),  # a simple-CSV alias
         ("Silvana Marqueti", "OFAC-SDN:306"),  # one letter off
     ],
 )
@@ -62,6 +77,28 @@ def test_screen_when_the_name_is_listed_in_any_spelling_then_a_hit(
     screener: Screener, name: str, uid: str
 ) -> None:
     assert best(screener, name) == uid
+
+
+def test_screen_when_a_typo_changes_the_word_order_then_still_a_hit(screener: Screener) -> None:
+    # "corvalenko" now sorts before "ilya": only the shared word finds the pair.
+    person = Person(trader_id="t", name="Ilya Corvalenko", dob="1972-01-12", country="RU")
+
+    assert [h.uid for h in screener.screen(person)] == ["OFAC-SDN:36"]
+
+
+def test_load_when_an_ofac_file_ends_with_its_end_of_file_byte_then_read() -> None:
+    sdn = (LISTS / "ofac" / "sdn.csv").read_text(encoding="utf-8") + "\x1a"
+
+    assert len(load_ofac(sdn)) == 3
+
+
+def test_simple_list_ids_when_a_row_is_inserted_above_then_unchanged() -> None:
+    header = "name,aliases,date_of_birth,country,list\n"
+    row = "Mirela Dragomirescu,,1981,RO,PEP\n"
+    alone = load_simple(header + row)
+    after_insert = load_simple(header + "Anna Berg,,1990-01-01,SE,PEP\n" + row)
+
+    assert alone[0].uid == after_insert[1].uid == "PEP:mirela-dragomirescu-1981"
 
 
 def test_screen_when_the_name_is_not_listed_then_no_hit(screener: Screener) -> None:
