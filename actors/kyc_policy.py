@@ -1,5 +1,5 @@
 """When each KYC tier is asked for, per jurisdiction: one policy file (`deploy/kyc/policy.toml`,
-readable through `GET /api/v1/kyc/policy` once the KYC API lands).
+readable through `GET /api/v1/kyc/policy`).
 
 `[default]` holds every rule; `[jurisdictions.XX]` (ISO 3166 alpha-2 of the trader's country)
 overrides any of them. The triggers:
@@ -21,6 +21,7 @@ trader's payouts stay held until the tier is verified).
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -103,7 +104,6 @@ class KycPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return sorted(c for c in self.jurisdictions if self.rules(c).high_risk)
 
 
-DEFAULT_POLICY = KycPolicy()
 POLICY_FILE = Path(__file__).resolve().parent.parent / "deploy" / "kyc" / "policy.toml"
 
 
@@ -112,3 +112,9 @@ def load_policy(path: Path = POLICY_FILE) -> KycPolicy:
     with path.open("rb") as handle:
         data = tomllib.load(handle)
     return msgspec.convert(data, KycPolicy, strict=False)
+
+
+@functools.cache
+def shipped_policy() -> KycPolicy:
+    """`deploy/kyc/policy.toml`, read once: the default of every config that holds a policy."""
+    return load_policy()

@@ -28,7 +28,7 @@ import msgspec
 import ray
 from sqlalchemy import select
 
-from actors.kyc_policy import KycPolicy, load_policy
+from actors.kyc_policy import KycPolicy, shipped_policy
 from actors.screening import Hit, ListEntry, Person, Screener
 from actors.verification import Report, SimulatedVerifier, VerifierConfig
 from ledger import audit, kyc
@@ -43,7 +43,7 @@ SYSTEM = ("kyc-supervisor", "system")
 
 
 class KycConfig(msgspec.Struct, frozen=True, kw_only=True):
-    policy: KycPolicy = msgspec.field(default_factory=load_policy)  # deploy/kyc/policy.toml
+    policy: KycPolicy = msgspec.field(default_factory=shipped_policy)  # deploy/kyc/policy.toml
     tick_s: float = 60.0  # how often reminders and deadlines are looked at (0: never)
     verifier: VerifierConfig | None = None  # the simulated document-verification provider
 

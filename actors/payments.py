@@ -20,7 +20,7 @@ from typing import Annotated, Literal, Protocol
 
 import msgspec
 
-from actors.kyc_policy import KycPolicy, load_policy
+from actors.kyc_policy import KycPolicy, shipped_policy
 from ledger.books import RAILS
 from ledger.kyc import Tier
 
@@ -92,7 +92,7 @@ class PayoutPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     policy, `actors/kyc_policy.py`); the rails table (first match wins); and how often a failed
     payment is sent again before it goes back to review."""
 
-    kyc: KycPolicy = msgspec.field(default_factory=load_policy)  # deploy/kyc/policy.toml
+    kyc: KycPolicy = msgspec.field(default_factory=shipped_policy)  # deploy/kyc/policy.toml
     rails: tuple[RailRule, ...] = DEFAULT_RAILS
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 3
     retry_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0

@@ -23,7 +23,7 @@ import ray
 from aiohttp import web
 from hdrh.histogram import HdrHistogram
 
-from actors.kyc_policy import POLICY_FILE, load_policy
+from actors.kyc_policy import POLICY_FILE
 from actors.kyc_supervisor import KycConfig, start_kyc
 from actors.payouts import start_payouts
 from actors.plans import DEFAULT_PLAN
@@ -194,7 +194,7 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     payouts = start_payouts(settings.database_url, runtime)
     await payouts.ready.remote()
     lists = load_simple((KYC_LISTS / "sample.csv").read_text(encoding="utf-8"))
-    kyc = start_kyc(settings.database_url, lists, KycConfig(policy=load_policy()), payouts)
+    kyc = start_kyc(settings.database_url, lists, KycConfig(), payouts)
     app = create_app(
         runtime, engine, follow=FollowerConfig(), hub=runtime.hub, payouts=payouts, kyc=kyc
     )

@@ -122,20 +122,19 @@ async def set_identity(
 
 async def note_reminder(conn: AsyncConnection, trader_id: str, of_ns: int, sent: int) -> bool:
     """Count the reminders sent for the request opened at `of_ns` (not for a newer one)."""
-    done = await conn.execute(
-        update(kyc_tiers)
-        .where(kyc_tiers.c.trader_id == trader_id, kyc_tiers.c.requested_ns == of_ns)
-        .values(reminders_sent=sent)
-    )
-    return bool(done.rowcount)
+    return await _note(conn, trader_id, of_ns, reminders_sent=sent)
 
 
 async def note_escalation(conn: AsyncConnection, trader_id: str, of_ns: int, at_ns: int) -> bool:
     """Mark the request opened at `of_ns` escalated (not a newer one)."""
+    return await _note(conn, trader_id, of_ns, escalated_ns=at_ns)
+
+
+async def _note(conn: AsyncConnection, trader_id: str, of_ns: int, **values: int) -> bool:
     done = await conn.execute(
         update(kyc_tiers)
         .where(kyc_tiers.c.trader_id == trader_id, kyc_tiers.c.requested_ns == of_ns)
-        .values(escalated_ns=at_ns)
+        .values(**values)
     )
     return bool(done.rowcount)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
+import ray
 from sqlalchemy.engine import make_url
 
 from ledger.database import upgrade
@@ -24,6 +26,26 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+@contextlib.contextmanager
+def local_ray() -> Iterator[None]:
+    """A new Ray of our own on this node (`address="local"`: never another process's), unless
+    this process already runs one; shut down afterwards if it was ours."""
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        ray.init(
+            address="local",
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+        )
+    try:
+        yield
+    finally:
+        if owns_ray:
+            ray.shutdown()
 
 
 def write_report(path: Path, report: object) -> None:

@@ -56,7 +56,6 @@ from typing import Any
 
 import msgspec
 import psutil
-import ray
 from sqlalchemy import select
 
 from actors.events import RuleBreached
@@ -70,7 +69,7 @@ from bridge.instruments import DEFAULT_INSTRUMENTS
 from ledger.database import create_engine
 from ledger.schema import journal
 from loadtests import scale
-from loadtests.common import positive, write_report
+from loadtests.common import local_ray, positive, write_report
 
 ROUND_TRIP_SYMBOL = "AUDUSD"  # never ticks in the burst: a round trip's outcome is fixed
 ROUND_TRIP_LOSS = 5.0  # USD: far inside any ordinary account's allowance
@@ -673,21 +672,9 @@ def settings_of(args: argparse.Namespace, scenario: str) -> Settings:
 
 
 def execute(settings: Settings, json_path: Path | None, argv: Sequence[str]) -> int:
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        ray.init(
-            address="local",
-            num_cpus=os.cpu_count(),
-            include_dashboard=False,
-            configure_logging=False,
-            log_to_driver=False,
-        )
-    try:
+    with local_ray():
         report = asyncio.run(measure(settings))
-        report.command = " ".join(["python -m loadtests", settings.scenario, *argv])
-    finally:
-        if owns_ray:
-            ray.shutdown()
+    report.command = " ".join(["python -m loadtests", settings.scenario, *argv])
     scale.say(render(report))
     if json_path is not None:
         write_report(json_path, report)

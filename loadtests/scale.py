@@ -63,7 +63,7 @@ from bridge.instruments import DEFAULT_INSTRUMENTS, Instrument
 from bridge.simulator import SIM_EPOCH_NS, SimulatorConfig
 from bridge.worker import WorkerConfig
 from ledger.database import upgrade
-from loadtests.common import scratch_database, write_report
+from loadtests.common import local_ray, scratch_database, write_report
 from loadtests.entity import _cpu_model
 
 GOAL_BYTES_PER_ACCOUNT = 2048
@@ -1034,20 +1034,8 @@ def main(argv: Sequence[str]) -> int:
         settle_timeout_s=args.settle_timeout,
         database_url=args.database_url,
     )
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        ray.init(  # "local": a new Ray of our own, even when another is running on this node
-            address="local",
-            num_cpus=os.cpu_count(),
-            include_dashboard=False,
-            configure_logging=False,
-            log_to_driver=False,
-        )
-    try:
+    with local_ray():
         report = asyncio.run(run(options))
-    finally:
-        if owns_ray:
-            ray.shutdown()
     say(render(report))
     if args.json is not None:
         write_report(args.json, report)

@@ -16,7 +16,6 @@ import ray
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actors.kyc_policy import load_policy
 from actors.kyc_supervisor import KycConfig, start_kyc
 from actors.screening import load_simple
 from actors.verification import SIGNATURE_HEADER, TIMESTAMP_HEADER, Report, VerifierConfig
@@ -73,7 +72,7 @@ async def served(migrated_postgres_url: str, engine: AsyncEngine) -> AsyncIterat
         outcomes={"v-1": "approved", "v-2": "rejected", "v-3": "resubmission_requested"},
     )
     lists = load_simple((LISTS / "sample.csv").read_text(encoding="utf-8"))
-    config = KycConfig(policy=load_policy(), tick_s=0, verifier=verifier)
+    config = KycConfig(tick_s=0, verifier=verifier)
     handle = start_kyc(migrated_postgres_url, lists, config)
     async with serve(engine, kyc=handle, kyc_webhook_secret=SECRET, port=port) as api:
         yield api, handle

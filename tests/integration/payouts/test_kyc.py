@@ -13,7 +13,6 @@ import ray
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actors.kyc_policy import load_policy
 from actors.kyc_supervisor import KycConfig, KycError, start_kyc
 from actors.runtime import Runtime
 from actors.screening import ListEntry, load_simple
@@ -37,7 +36,7 @@ def sample() -> list[ListEntry]:
 
 @pytest.fixture
 async def kyc_supervisor(migrated_postgres_url: str, supervisor: Any) -> Any:
-    config = KycConfig(policy=load_policy(), tick_s=0)  # the test drives the deadlines
+    config = KycConfig(tick_s=0)  # the test drives the deadlines
     handle = start_kyc(migrated_postgres_url, sample(), config, payouts=supervisor)
     yield handle
     await handle.close.remote()
