@@ -9,8 +9,9 @@ overrides any of them. The triggers:
 - an account passing into its **funded** stage asks `funded` (normally `full`: identity document
   and proof of address); `enhanced` in a `high_risk` jurisdiction (enhanced earlier);
 - a **payout** needs `payout` (normally `full`), and `enhanced` when it is above
-  `enhanced_payout_above`, when the account's payouts with it come above `enhanced_total_above`,
-  or in a `high_risk` jurisdiction. Amounts are in minor units of the payout's currency;
+  `enhanced_payout_above`, when the trader's payouts (every account, in that currency) with it
+  come above `enhanced_total_above`, or in a `high_risk` jurisdiction. Amounts are in minor
+  units of the payout's currency;
 - a **list update** re-screens every trader (no tier: a new hit goes to compliance's queue and
   holds the trader's payouts).
 

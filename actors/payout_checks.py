@@ -126,15 +126,27 @@ def decide(
     shared_with: dict[str, list[str]],
     policy: PayoutPolicy,
     now_ns: int,
+    *,
+    trader_paid: int | None = None,
+    screening_hit: bool = False,
 ) -> Decision:
     """Run every check of the checklist and decide: rejected if any rejecting check failed,
-    else held while KYC is short, else review if any other check failed, else approved."""
+    else held while KYC is short, else review if any other check failed, else approved.
+
+    `trader_paid`: what the trader's earlier payouts (all accounts, this currency, not
+    rejected) add up to, for the policy's cumulative threshold; the account's own if None.
+    `screening_hit`: the trader has a screening hit open or confirmed, which holds the payout
+    whatever tier the jurisdiction asks for."""
     terms = account.plan.payout if account is not None else None
     if account is None or registered is None or terms is None:
         return _not_payable(request, account, registered, tier, policy)
     checks = _Checks(request, account, registered, earlier, terms, now_ns)
     country = registered.country
-    paid_before = sum(e.amount for e in earlier if e.status is not Status.REJECTED)
+    paid_before = (
+        sum(e.amount for e in earlier if e.status is not Status.REJECTED)
+        if trader_paid is None
+        else trader_paid
+    )
     needed = policy.tier_needed(country, request.amount, paid_before)
     rail = policy.rail_for(country, request.amount)
     found = [
@@ -145,8 +157,12 @@ def decide(
         checks.no_breach(),
         Check(
             name=CheckName.KYC,
-            ok=tier.covers(needed),
-            detail=f"verified to {tier.value}; this payout needs {needed.value}",
+            ok=tier.covers(needed) and not screening_hit,
+            detail=(
+                "a screening hit is waiting for compliance"
+                if screening_hit
+                else f"verified to {tier.value}; this payout needs {needed.value}"
+            ),
         ),
         _duplicates(shared_with),
         checks.amount(),

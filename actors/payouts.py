@@ -331,7 +331,10 @@ class PayoutSupervisor:
             asked = asyncio.ensure_future(self._facts(registered))
             try:
                 earlier = await store.of_accounts(conn, ids)
-                tiers = await kyc.tiers(conn, {r.trader_id for r in registered.values()})
+                trader_ids = {r.trader_id for r in registered.values()}
+                paid = await store.paid_by_traders(conn, trader_ids, exclude)
+                tiers = await kyc.tiers(conn, trader_ids)
+                blocked = await kyc.blocked(conn, trader_ids)
                 signals = await store.sharing(
                     conn,
                     [r.destination for r in requests],
@@ -359,12 +362,16 @@ class PayoutSupervisor:
                 _shared(request, trader, seen),
                 self.policy,
                 now,
+                trader_paid=paid.get((trader, request.currency), 0),
+                screening_hit=trader in blocked,
             )
             payout = _payout(request, row, decision, now)
             made.append((payout, decision))
             seen.append((trader, request.destination, request.device, request.ip))
             if payout.status is not Status.REJECTED:
                 history[request.account_id].append(_earlier(payout))
+                key = (trader, request.currency)
+                paid[key] = paid.get(key, 0) + payout.amount
         return made
 
     async def _facts(self, registered: dict[str, Registered]) -> dict[str, AccountFacts]:

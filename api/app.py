@@ -151,7 +151,7 @@ async def _risk_page(request: web.Request) -> web.StreamResponse:
 def _following(config: FollowerConfig) -> Callable[[web.Application], AsyncIterator[None]]:
     async def run(app: web.Application) -> AsyncIterator[None]:
         operator: Operator = app[SUPERVISOR]  # type: ignore[assignment]
-        follower = Follower(app[ENGINE], operator, config)
+        follower = Follower(app[ENGINE], operator, config, kyc=app.get(KYC))
         task = asyncio.create_task(follower.run_forever())
         yield
         task.cancel()

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 import msgspec
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.schema import payouts
@@ -151,6 +151,27 @@ async def of_accounts(conn: AsyncConnection, account_ids: Iterable[str]) -> list
         .order_by(payouts.c.created_ns, payouts.c.id)
     )
     return [payout_of(row._mapping) for row in await conn.execute(query)]
+
+
+async def paid_by_traders(
+    conn: AsyncConnection, trader_ids: Iterable[str], exclude: Iterable[str] = ()
+) -> dict[tuple[str, str], int]:
+    """What each trader's payouts that were not rejected add up to, across all their accounts,
+    by (trader, currency), leaving out the payouts in `exclude`."""
+    wanted = sorted(set(trader_ids))
+    if not wanted:
+        return {}
+    c = payouts.c
+    query = (
+        select(c.trader_id, c.currency, func.sum(c.amount))
+        .where(
+            c.trader_id.in_(wanted),
+            c.status != Status.REJECTED.value,
+            c.id.not_in(sorted(set(exclude))),
+        )
+        .group_by(c.trader_id, c.currency)
+    )
+    return {(row[0], row[1]): int(row[2]) for row in await conn.execute(query)}
 
 
 class Signal(msgspec.Struct, frozen=True):

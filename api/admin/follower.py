@@ -4,6 +4,10 @@ finishes what provisioning left undone.
 - It reads the journal for `phase_failed` and `phase_passed`: a failed account becomes `failed`
   (with the rule); a passed one becomes `passed` and its next phase's account is created and
   opened on the platform (the funded account after the last evaluation phase).
+- When the next phase is the funded stage (a phase without a profit target) and a KYC
+  supervisor is given, it tells it (`funded`: the policy's funded tier is asked for) before it
+  records anything, and does not move past the row until the KYC supervisor has answered; the
+  call is idempotent, so a row handled again asks again harmlessly.
 - It retries opening accounts left `provisioning_failed` (backing off with each attempt, up to
   `max_attempts`) or `pending` for longer than `stale_pending_s` (the API process died while
   opening them).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import msgspec
 from sqlalchemy import select
@@ -53,11 +58,16 @@ class FollowerConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 class Follower:
     def __init__(
-        self, engine: AsyncEngine, operator: Operator, config: FollowerConfig | None = None
+        self,
+        engine: AsyncEngine,
+        operator: Operator,
+        config: FollowerConfig | None = None,
+        kyc: Any = None,
     ) -> None:
         self.engine = engine
         self.operator = operator
         self.config = config or FollowerConfig()
+        self.kyc = kyc  # the KYC supervisor's handle, told when a trader is funded
 
     async def run_forever(self) -> None:
         while True:
@@ -88,8 +98,11 @@ class Follower:
         for row in rows:
             if row.recorded_ns >= settled_ns:
                 break  # not settled: an earlier seq may still be committing
+            event = _events.decode(row.payload)
+            if isinstance(event, PhasePassed) and not await self._tell_kyc(event):
+                break  # the KYC supervisor did not answer: this row again next time
             async with self.engine.begin() as conn:
-                to_open = await self._handle(conn, _events.decode(row.payload), int(row.seq))
+                to_open = await self._handle(conn, event, int(row.seq))
                 await self._advance(conn, int(row.seq))
             for account in to_open:
                 await registry.provision(self.engine, self.operator, account)
@@ -116,6 +129,29 @@ class Follower:
         if isinstance(event, PhasePassed):
             return await self._passed(conn, account, request_id)
         return []
+
+    async def _tell_kyc(self, event: PhasePassed) -> bool:
+        """Ask for the funded tier if the account passes into the funded stage; whether the
+        row may be handled (False: the KYC supervisor failed, the row waits)."""
+        if self.kyc is None:
+            return True
+        async with self.engine.connect() as conn:
+            account = await registry.find(conn, event.account_id)
+            if account is None:
+                return True
+            version = await plan_store.load(conn, account.plan_id, account.plan_version)
+        phases = version.plan.phases
+        names = [phase.name for phase in phases]
+        index = names.index(account.phase) + 1 if account.phase in names else len(names)
+        if index >= len(names) or phases[index].profit_target is not None:
+            return True  # not into the funded stage
+        try:
+            await self.kyc.funded.remote(account.trader_id)
+        except Exception:
+            log.exception("registry follower: the KYC supervisor was not told %s is funded",
+                          account.trader_id)  # fmt: skip
+            return False
+        return True
 
     async def _passed(
         self, conn: AsyncConnection, account: Registered, request_id: str

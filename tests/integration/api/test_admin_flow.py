@@ -11,15 +11,21 @@ from typing import Any
 
 import msgspec
 import pytest
+import ray
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from actors.kyc_supervisor import KycConfig, start_kyc
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig
-from api.admin.follower import FollowerConfig
+from api.admin.follower import Follower, FollowerConfig
 from api.auth import Role
 from bridge.connections import EmbeddedConnection, SimulatedConnection
 from bridge.simulator import SimulatorConfig, SimulatorReport
+from ledger import kyc
 from ledger.database import create_engine
+from ledger.kyc import Tier
+from ledger.schema import audit_log, journal
 from tests.api import Api, serve
 from tests.conftest import eventually
 from tests.database import run_async, truncate_ledger
@@ -111,8 +117,10 @@ async def account(api: Api, account_id: str) -> dict[str, Any]:
     return dict(body)
 
 
-async def buy(api: Api, trader_id: str, reference: str) -> dict[str, Any]:
-    body = {"trader_id": trader_id, "plan_id": "flow-10k", "payment_reference": reference,
+async def buy(
+    api: Api, trader_id: str, reference: str, plan_id: str = "flow-10k"
+) -> dict[str, Any]:
+    body = {"trader_id": trader_id, "plan_id": plan_id, "payment_reference": reference,
             "amount": "99.00", "currency": "USD"}  # fmt: skip
     status, sold = await api.call(
         "POST", "/api/v1/purchases", role=Role.OPERATIONS, json=body,
@@ -345,3 +353,69 @@ async def test_unfreeze_when_the_rule_engine_failed_the_account_is_refused(
         assert "failed" in refused["detail"]
         report: SimulatorReport = await runtime.cell().server.report.remote()
         assert account_id in report.disabled
+
+
+FUNDED_PLAN = {
+    "id": "flow-funded",
+    "name": "Flow funded",
+    "initial_balance": 10_000,
+    "phases": [
+        {"name": "challenge", "daily_loss": {"pct": 5}, "max_loss": {"pct": 10},
+         "profit_target": {"pct": 8}},
+        {"name": "funded", "daily_loss": {"pct": 5}, "max_loss": {"pct": 10}},
+    ],
+}  # fmt: skip
+
+
+async def test_passing_into_the_funded_stage_asks_kyc_for_the_funded_tier_and_waits_for_it(
+    engine: AsyncEngine, runtime: Runtime, migrated_postgres_url: str
+) -> None:
+    live = start_kyc(migrated_postgres_url, (), KycConfig(tick_s=0))
+    dead = start_kyc(migrated_postgres_url, (), KycConfig(tick_s=0))
+    ray.kill(dead, no_restart=True)
+    try:
+        async with serve(engine, runtime, kyc=live) as api:  # the test drives the follower
+            await api.call("POST", "/api/v1/plans", role=Role.OPERATIONS, json=FUNDED_PLAN)
+            _, trader = await api.call("POST", "/api/v1/traders", role=Role.OPERATIONS, json=TRADER)
+            sold = await buy(api, trader["id"], "psp-kyc", plan_id="flow-funded")
+            account_id = sold["account"]["id"]
+            opened = await eventually(
+                lambda: account(api, account_id), lambda a: a["live"]["balance"] == 10_000
+            )
+            last_ns = await trade(
+                runtime, account_id, 9, after_ns=opened["live"]["last_event_ns"], exit_bid=1.0951
+            )
+            close = message(type="deal", event_id="f:9:4", ts_ns=last_ns + 1,
+                            account_id=account_id, deal_id=DEALS + 10, position_id=9,
+                            symbol="EURUSD", entry="out", side="sell", volume=1.0,
+                            price=1.0951, profit=1000.0)  # fmt: skip
+            await runtime.cell().server.inject.remote([close])
+            await eventually(lambda: kinds(engine), lambda found: "phase_passed" in found)
+
+            stalled = Follower(engine, runtime, FAST, kyc=dead)
+            assert await stalled.follow() == 0  # KYC not told: the pass is not recorded
+            assert (await account(api, account_id))["registered"]["status"] == "active"
+            async with engine.connect() as conn:
+                assert await kyc.case(conn, trader["id"]) is None
+
+            assert await Follower(engine, runtime, FAST, kyc=live).follow() == 1
+            async with engine.connect() as conn:
+                case = await kyc.case(conn, trader["id"])
+                told = await conn.scalar(
+                    select(audit_log.c.action).where(
+                        audit_log.c.trader_id == trader["id"], audit_log.c.action == "kyc.funded"
+                    )
+                )
+            assert case is not None
+            assert case.requested is Tier.FULL  # GB: the default funded tier
+            assert told == "kyc.funded"
+            assert (await account(api, account_id))["registered"]["status"] == "passed"
+            assert (await account(api, f"{account_id}-p2"))["registered"]["phase"] == "funded"
+    finally:
+        await live.close.remote()
+        ray.kill(live)
+
+
+async def kinds(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return set((await conn.execute(select(journal.c.kind))).scalars())

@@ -8,19 +8,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import ray
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from actors.kyc_policy import KycPolicy, Rules
 from actors.kyc_supervisor import KycConfig, KycError, start_kyc
+from actors.payments import PayoutPolicy
 from actors.runtime import Runtime
 from actors.screening import ListEntry, load_simple
 from ledger import audit, kyc
 from ledger.kyc import Tier
-from ledger.schema import audit_log, traders
+from ledger.schema import accounts, audit_log, traders
 from loadtests.funded import Trader, seed
-from tests.api import Api
+from tests.api import Api, serve
+from tests.integration.payouts.conftest import FAST, start_supervisor
 from tests.integration.payouts.test_checklist import ask, payout, payout_body, wait_for_profit
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.postgres]
@@ -139,3 +143,32 @@ async def test_a_list_update_turns_a_cleared_trader_into_a_hit_and_holds_the_pen
     with pytest.raises(KycError, match="conflict"):
         await kyc_supervisor.decide.remote(hit_id, True, "cora", "changed my mind")
     assert {"kyc.hit", "kyc.hit_cleared"} <= set(await actions(engine, lone.trader_id))
+
+
+async def test_the_cumulative_threshold_adds_up_the_traders_payouts_on_every_account(
+    engine: AsyncEngine, runtime: Runtime, migrated_postgres_url: str
+) -> None:
+    first = Trader(trader_id="two-accounts", account_id="acc-two-1")
+    second = Trader(trader_id="two-accounts-b", account_id="acc-two-2")
+    await seed(engine, runtime, [first, second])
+    async with engine.begin() as conn:  # both accounts are one trader's
+        await conn.execute(
+            update(accounts)
+            .where(accounts.c.id == second.account_id)
+            .values(trader_id="two-accounts")
+        )
+    await wait_for_profit(runtime, {"all": [first, second]})
+    policy = PayoutPolicy(retry_s=0.1, kyc=KycPolicy(default=Rules(enhanced_total_above=900_00)))
+    handle = start_supervisor(
+        migrated_postgres_url, runtime, msgspec.structs.replace(FAST, policy=policy)
+    )
+    try:
+        await handle.ready.remote()
+        async with serve(engine, runtime, payouts=handle) as api:
+            assert (await ask(api, "k-two-1", payout_body(first)))["status"] == "approved"
+            held = await ask(api, "k-two-2", payout_body(second))  # 1,000.00 in all: enhanced
+            assert (held["status"], held["reasons"]) == ("held", ["kyc"])
+            assert held["trader_id"] == "two-accounts"
+    finally:
+        await handle.close.remote()
+        ray.kill(handle)

@@ -83,6 +83,8 @@ def run(
     shared: dict[str, list[str]] | None = None,
     policy: PayoutPolicy = POLICY,
     now: int = NOW,
+    trader_paid: int | None = None,
+    screening_hit: bool = False,
 ) -> tuple[Status, dict[str, str]]:
     decision = decide(
         req or request(),
@@ -93,6 +95,8 @@ def run(
         shared or {},
         policy,
         now,
+        trader_paid=trader_paid,
+        screening_hit=screening_hit,
     )
     return decision.outcome, {c.name: c.detail for c in decision.checks if not c.ok}
 
@@ -215,6 +219,22 @@ def test_kyc_short_of_the_tier_holds_and_large_or_high_risk_payouts_need_enhance
     assert run(policy=risky)[1] == {"kyc": "verified to full; this payout needs enhanced"}
     paid = Earlier(id="po_0", period=-1, status=Status.SETTLED, amount=49_800_00, created_ns=FUNDED)
     assert run(earlier=[paid])[1]["kyc"].endswith("needs enhanced")  # 50,000 in total
+
+
+def test_the_cumulative_threshold_counts_the_traders_payouts_on_every_account() -> None:
+    # this account paid nothing yet; the trader's other accounts paid 49,800.00
+    assert run(trader_paid=49_800_00)[1]["kyc"].endswith("needs enhanced")
+    assert run(trader_paid=49_000_00)[0] is Status.APPROVED  # 49,500.00 in total
+    paid = Earlier(id="po_0", period=-1, status=Status.SETTLED, amount=49_800_00, created_ns=FUNDED)
+    assert run(earlier=[paid], trader_paid=49_800_00)[1]["kyc"].endswith("needs enhanced")
+
+
+def test_a_screening_hit_holds_the_payout_even_where_no_tier_is_asked_for() -> None:
+    lax = PayoutPolicy(kyc=KycPolicy(default=Rules(payout=Tier.NONE)))
+    assert run(policy=lax, tier=Tier.NONE)[0] is Status.APPROVED
+    outcome, failed = run(policy=lax, tier=Tier.NONE, screening_hit=True)
+    assert (outcome, failed) == (Status.HELD, {"kyc": "a screening hit is waiting for compliance"})
+    assert run(tier=Tier.ENHANCED, screening_hit=True)[0] is Status.HELD
 
 
 def test_shared_signals_send_it_to_review_naming_the_other_traders() -> None:
