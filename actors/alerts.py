@@ -86,7 +86,22 @@ class Breach(msgspec.Struct, frozen=True, kw_only=True, tag="breach", forbid_unk
     failing_only: bool = False
 
 
-Condition = LossLimit | PositionNotional | CurrencyExposure | NewsExposure | Reconciliation | Breach
+class KycOverdue(
+    msgspec.Struct, frozen=True, kw_only=True, tag="kyc_overdue", forbid_unknown_fields=True
+):
+    """A trader was not verified to the KYC tier asked for by its deadline (the KYC supervisor
+    escalates the case; the trader's payouts stay held)."""
+
+
+Condition = (
+    LossLimit
+    | PositionNotional
+    | CurrencyExposure
+    | NewsExposure
+    | Reconciliation
+    | Breach
+    | KycOverdue
+)
 
 
 class AlertRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -377,6 +392,31 @@ class AlertEngine:
                             trader_id,
                         )
                     )
+        return raised
+
+    def on_kyc_overdue(
+        self, trader_id: str, tier: str, requested_ns: int, deadline_ns: int, now_ns: int
+    ) -> list[Alert]:
+        """A KYC case escalated: one alert per rule and request, however often it is told."""
+        raised: list[Alert] = []
+        for rule in self._of(KycOverdue):
+            key = f"{rule.id}:{trader_id}:{requested_ns}"
+            if self._once(key):
+                late_h = (now_ns - deadline_ns) / 3.6e12
+                raised.append(
+                    self._alert(
+                        rule,
+                        key,
+                        now_ns,
+                        f"kyc:{tier}",
+                        late_h,
+                        0.0,
+                        f"trader {trader_id} is not verified to {tier} by its deadline "
+                        f"({late_h:.1f} h late): payouts held",
+                        None,
+                        trader_id,
+                    )
+                )
         return raised
 
     def _alert(

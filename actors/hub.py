@@ -414,6 +414,18 @@ class RiskHub:
         """Events from outside the shards (the reconciler's mismatches): `Published` too."""
         return await self.publish(payload)
 
+    async def kyc_overdue(
+        self, trader_id: str, tier: str, requested_ns: int, deadline_ns: int
+    ) -> int:
+        """The KYC supervisor escalated a case past its deadline: the alerts raised (0 when
+        this request was alerted already, or no rule asks for it)."""
+        await self.ready()
+        raised = self.engine_alerts.on_kyc_overdue(
+            trader_id, tier, requested_ns, deadline_ns, time.time_ns()
+        )
+        self._emit([AlertRaised(alert=a) for a in raised])
+        return len(raised)
+
     async def acknowledge(self, alert_id: str, by: str, note: str | None, at_ns: int) -> None:
         """An alert was acknowledged (the API wrote it and its audit record)."""
         await self.ready()

@@ -82,6 +82,17 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         return [at for at in due if at < deadline]
 
 
+class Clearance(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether a trader is cleared for a payout: the answer the payout checklist's `kyc` check
+    uses, and `GET /api/v1/traders/{id}/kyc/clearance` gives."""
+
+    cleared: bool
+    tier: Tier  # verified, `none` while a screening hit stands
+    needed: Tier  # what a payout of this amount needs, after what was paid before
+    screening_hit: bool  # a hit open or confirmed: held whatever the tier
+    detail: str
+
+
 class KycPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     default: Rules = Rules()
     jurisdictions: dict[Country, dict[str, Any]] = {}  # overrides of `default`, by country
@@ -100,6 +111,25 @@ class KycPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             return msgspec.convert(merged, Rules, strict=False)
         except msgspec.ValidationError as exc:
             raise msgspec.ValidationError(f"jurisdictions.{country}: {exc}") from None
+
+    def clearance(
+        self, country: str | None, tier: Tier, amount: int, paid_before: int, screening_hit: bool
+    ) -> Clearance:
+        """Is a trader verified to `tier` (effective), in `country`, cleared for a payout of
+        `amount` after `paid_before` was paid out (minor units of one currency)?"""
+        needed = self.rules(country).for_payout(amount, paid_before)
+        detail = (
+            "a screening hit is waiting for compliance"
+            if screening_hit
+            else f"verified to {tier.value}; this payout needs {needed.value}"
+        )
+        return Clearance(
+            cleared=tier.covers(needed) and not screening_hit,
+            tier=tier,
+            needed=needed,
+            screening_hit=screening_hit,
+            detail=detail,
+        )
 
     def high_risk(self) -> list[str]:
         return sorted(c for c in self.jurisdictions if self.rules(c).high_risk)

@@ -2,23 +2,27 @@
 sanctions and PEP screening at signup and again on every list update, deadlines with reminders
 and escalation, and the payout supervisor told whenever a trader's standing changes.
 
-State lives in PostgreSQL (`ledger/kyc.py`: `kyc_tiers`, `kyc_hits`, `kyc_verifications`), so
-a restarted supervisor picks up where it was, except for the screener (lists indexed in memory):
-Ray rebuilds it from the lists the supervisor was started with, so a list update made since must
-be sent again after a restart. Every step is an audit record with the trader id, so the
-trader's timeline shows it.
+State lives in PostgreSQL (`ledger/kyc.py`: `kyc_tiers`, `kyc_hits`, `kyc_verifications`,
+`kyc_lists`), so a restarted supervisor picks up where it was. Every list set loaded is stored
+(`kyc_lists`); on its first call a supervisor screens against the newest stored set if the lists
+it was started with were stored before (Ray restarted it: a list update made since stands), and
+otherwise takes its start lists as a list update (new files deployed: stored, everyone
+re-screened). Every step is an audit record with the trader id, so the trader's timeline shows
+it.
 
 Triggers (`actors/kyc_policy.py`, per jurisdiction): `signup` (identity fields recorded, the
 signup tier asked for, the trader screened), `funded` (the funded tier asked for), a payout's
 tier (asked by the payout supervisor itself), `lists_updated` (every trader re-screened).
-`tick` sends the reminders due and escalates cases past their deadline (an audit record and a
-warning in the log for operations; payouts stay held because the tier is still short).
+`tick` sends the reminders due and escalates cases past their deadline: an audit record, a
+`kyc_overdue` alert on the risk hub (the risk page and stream; told again at the next tick if
+the hub did not answer) and a warning in the log. Payouts stay held because the tier is short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -35,7 +39,7 @@ from ledger import audit, kyc
 from ledger.audit import AuditRecord
 from ledger.database import create_engine
 from ledger.kyc import Finding, HitRecord, Tier
-from ledger.schema import kyc_tiers, traders
+from ledger.schema import kyc_lists, kyc_tiers, traders
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +68,19 @@ class Rescreen(msgspec.Struct, frozen=True, kw_only=True):
     new_hits: list[HitRecord]
 
 
+class Overdue(msgspec.Struct, frozen=True, kw_only=True):
+    """An escalated case, as the risk hub is told of it."""
+
+    trader_id: str
+    tier: str
+    requested_ns: int
+    deadline_ns: int
+
+
 class Tick(msgspec.Struct, frozen=True, kw_only=True):
     reminded: list[str]  # traders reminded
     escalated: list[str]  # traders whose deadline passed
+    alerted: int = 0  # alerts the risk hub raised
 
 
 class KycSupervisor:
@@ -76,20 +90,49 @@ class KycSupervisor:
         lists: Sequence[ListEntry] = (),
         config: KycConfig | None = None,
         payouts: Any = None,
+        hub: Any = None,
     ) -> None:
         self.config = config or KycConfig()
         self.policy_in_force = self.config.policy
         self.engine = create_engine(database_url)
-        self.screener = Screener(lists)
+        self.start_lists = list(lists)
+        self.screener = Screener(())
+        self.lists_ready = False
+        self.loading: asyncio.Lock | None = None
         self.payouts = payouts  # the payout supervisor's handle, told of every change
+        self.hub = hub  # the risk hub's handle, told of every escalation
+        self.unalerted: dict[str, Overdue] = {}  # escalations the hub has not taken yet
         self.loop: asyncio.Task[None] | None = None
         verifier = self.config.verifier
         self.provider = SimulatedVerifier(verifier) if verifier is not None else None
 
     async def start(self) -> None:
-        """Start the deadline tick (every call does, so a supervisor Ray restarted has one)."""
+        """Load the lists in force and start the deadline tick (every call does, so a
+        supervisor Ray restarted has both)."""
+        if not self.lists_ready:
+            self.loading = self.loading or asyncio.Lock()
+            async with self.loading:
+                if not self.lists_ready:
+                    await self._load_lists()
         if self.config.tick_s > 0 and (self.loop is None or self.loop.done()):
             self.loop = asyncio.create_task(self._tick_forever())
+
+    async def _load_lists(self) -> None:
+        digest = _digest(_encode_lists(self.start_lists))
+        async with self.engine.connect() as conn:
+            seen = await conn.scalar(
+                select(kyc_lists.c.id).where(kyc_lists.c.digest == digest).limit(1)
+            )
+            newest = await conn.scalar(
+                select(kyc_lists.c.payload).order_by(kyc_lists.c.id.desc()).limit(1)
+            )
+        if seen is not None and newest is not None:
+            self.screener = Screener(_decode_lists.decode(newest))
+            log.info("KYC: screening against the newest stored lists")
+        else:
+            done = await self._rescreen(self.start_lists)
+            log.info("KYC: new start lists stored; %d traders re-screened", done.traders)
+        self.lists_ready = True  # only now: every other call waits for the lists
 
     async def close(self) -> None:
         if self.loop is not None:
@@ -107,7 +150,7 @@ class KycSupervisor:
 
     async def signup(self, trader_id: str, dob: str | None) -> list[HitRecord]:
         """A trader signed up: record the identity fields, ask for the signup tier, screen.
-        The hits found (each opened for compliance)."""
+        The trader's hits waiting for compliance (open), found now or before."""
         await self.start()
         person = await self._person(trader_id, dob)
         rules = self.policy_in_force.rules(person.country)
@@ -119,9 +162,10 @@ class KycSupervisor:
             records = [_audit(trader_id, "kyc.signup", {"tier": tier, "asked": opened})]
             records += [_audit(trader_id, "kyc.hit", _hit_summary(h)) for h in found]
             await audit.append(conn, records)
+            standing = await kyc.hits(conn, status="open", trader_id=trader_id)
         if found:
             await self._tell_payouts([trader_id])
-        return found
+        return standing
 
     async def funded(self, trader_id: str) -> Tier:
         """An account of the trader became funded: ask for the funded tier (enhanced in a
@@ -138,19 +182,32 @@ class KycSupervisor:
         return tier
 
     async def lists_updated(self, lists: Sequence[ListEntry]) -> Rescreen:
-        """New sanctions and PEP lists: index them and re-screen every trader."""
+        """New sanctions and PEP lists: store them, index them and re-screen every trader."""
         await self.start()
+        return await self._rescreen(lists)
+
+    async def _rescreen(self, lists: Sequence[ListEntry]) -> Rescreen:
         started = time.perf_counter()
-        self.screener = Screener(lists)
+        screener = Screener(lists)
         async with self.engine.connect() as conn:
             people = await _everyone(conn)
-        found = self.screener.screen_all(people)
+        found = screener.screen_all(people)
+        payload = _encode_lists(list(lists))
         new: list[HitRecord] = []
         async with self.engine.begin() as conn:
+            await conn.execute(
+                kyc_lists.insert().values(
+                    loaded_ns=time.time_ns(),
+                    entries=len(lists),
+                    digest=_digest(payload),
+                    payload=payload,
+                )
+            )
             for trader_id, hits in sorted(found.items()):
                 new += await kyc.record_hits(conn, trader_id, _findings(hits))
             records = [_audit(h.trader_id, "kyc.hit", _hit_summary(h)) for h in new]
             await audit.append(conn, records)
+        self.screener = screener  # in force once stored
         await self._tell_payouts(sorted({h.trader_id for h in new}))
         return Rescreen(
             traders=len(people), seconds=round(time.perf_counter() - started, 3), new_hits=new
@@ -176,15 +233,37 @@ class KycSupervisor:
         await self._tell_payouts([decided.trader_id])
         return decided
 
-    async def verified(self, trader_id: str, tier: Tier, who: str) -> kyc.Case:
-        """A verification came back: the trader is verified to `tier`."""
+    async def approve_enhanced(
+        self, trader_id: str, source_of_funds: str, evidence: str | None, who: str, reason: str
+    ) -> kyc.Case:
+        """Compliance approves enhanced due diligence after reviewing the trader's source of
+        funds: its account and the evidence's reference are audited (documents stay in the
+        firm's own store). Only on top of `full`, and never while a screening hit stands."""
         await self.start()
         async with self.engine.begin() as conn:
-            case = await kyc.set_tier(conn, trader_id, tier)
-            record = _audit(trader_id, "kyc.verified", {"tier": tier}, actor=(who, "compliance"))
+            case = await kyc.case(conn, trader_id, lock=True)
+            if case is None or not case.tier.covers(Tier.FULL):
+                verified = case.tier.value if case is not None else "nothing"
+                raise KycError(
+                    "conflict",
+                    f"trader {trader_id} is verified to {verified}: enhanced due diligence "
+                    "builds on full verification",
+                )
+            if case.tier is Tier.ENHANCED:
+                raise KycError("conflict", f"trader {trader_id} is verified to enhanced already")
+            if await kyc.blocked(conn, [trader_id]):
+                raise KycError(
+                    "conflict",
+                    f"trader {trader_id} has a screening hit not cleared: compliance decides it "
+                    "first",
+                )
+            approved = await kyc.set_tier(conn, trader_id, Tier.ENHANCED)
+            summary = {"tier": Tier.ENHANCED, "source_of_funds": source_of_funds,
+                       "evidence": evidence, "reason": reason}  # fmt: skip
+            record = _audit(trader_id, "kyc.enhanced_approved", summary, actor=(who, "compliance"))
             await audit.append(conn, [record])
         await self._tell_payouts([trader_id])
-        return case
+        return approved
 
     # -- document verification ---------------------------------------------------------------
 
@@ -271,6 +350,13 @@ class KycSupervisor:
                 ):
                     records.append(_audit(trader_id, "kyc.escalated", asked))
                     escalated.append(trader_id)
+                    assert case.deadline_ns is not None
+                    self.unalerted[trader_id] = Overdue(
+                        trader_id=trader_id,
+                        tier=case.requested.value,
+                        requested_ns=of,
+                        deadline_ns=case.deadline_ns,
+                    )
                     log.warning(
                         "KYC: trader %s is not verified to %s by its deadline: payouts held, "
                         "escalated to operations",
@@ -278,7 +364,24 @@ class KycSupervisor:
                         case.requested.value,
                     )
             await audit.append(conn, records)
-        return Tick(reminded=reminded, escalated=escalated)
+        return Tick(reminded=reminded, escalated=escalated, alerted=await self._alert_hub())
+
+    async def _alert_hub(self) -> int:
+        """Tell the risk hub of the escalations it has not taken yet; the alerts raised."""
+        if self.hub is None:
+            self.unalerted.clear()
+            return 0
+        raised = 0
+        for trader_id, overdue in list(self.unalerted.items()):
+            try:
+                raised += await self.hub.kyc_overdue.remote(
+                    overdue.trader_id, overdue.tier, overdue.requested_ns, overdue.deadline_ns
+                )
+            except Exception:  # the next tick tells it again
+                log.exception("KYC: the risk hub was not told that %s is overdue", trader_id)
+                continue
+            del self.unalerted[trader_id]
+        return raised
 
     async def _tick_forever(self) -> None:
         while True:
@@ -357,6 +460,17 @@ def _audit(trader_id: str, action: str, after: Any, actor: tuple[str, str] = SYS
     )
 
 
+_decode_lists = msgspec.msgpack.Decoder(list[ListEntry])
+
+
+def _encode_lists(lists: list[ListEntry]) -> bytes:
+    return msgspec.msgpack.encode(lists)
+
+
+def _digest(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
 RemoteKycSupervisor: Any = ray.remote(KycSupervisor)
 
 
@@ -365,11 +479,12 @@ def start_kyc(
     lists: Sequence[ListEntry] = (),
     config: KycConfig | None = None,
     payouts: Any = None,
+    hub: Any = None,
 ) -> Any:
     """The KYC supervisor as a Ray actor, restarted by Ray if it dies (its state is in the
-    database; its screener is rebuilt from `lists`)."""
+    database, the lists in force included)."""
     handle = RemoteKycSupervisor.options(
         max_restarts=-1, max_task_retries=-1, max_concurrency=1_000
-    ).remote(database_url, lists, config, payouts)
+    ).remote(database_url, lists, config, payouts, hub)
     handle.start.remote()
     return handle

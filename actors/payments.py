@@ -22,7 +22,6 @@ import msgspec
 
 from actors.kyc_policy import KycPolicy, shipped_policy
 from ledger.books import RAILS
-from ledger.kyc import Tier
 
 Minor = Annotated[int, msgspec.Meta(ge=0)]
 Rail = Literal["bank_wire", "card", "e_wallet", "stablecoin"]
@@ -102,9 +101,6 @@ class PayoutPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             if rule.matches(country, amount):
                 return rule
         return None
-
-    def tier_needed(self, country: str, amount: int, paid_before: int) -> Tier:
-        return self.kyc.rules(country).for_payout(amount, paid_before)
 
 
 # -- the payment provider --------------------------------------------------------------------

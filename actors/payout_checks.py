@@ -147,7 +147,7 @@ def decide(
         if trader_paid is None
         else trader_paid
     )
-    needed = policy.tier_needed(country, request.amount, paid_before)
+    cleared = policy.kyc.clearance(country, tier, request.amount, paid_before, screening_hit)
     rail = policy.rail_for(country, request.amount)
     found = [
         checks.funded(),
@@ -155,15 +155,7 @@ def decide(
         checks.min_profit(),
         checks.consistency(),
         checks.no_breach(),
-        Check(
-            name=CheckName.KYC,
-            ok=tier.covers(needed) and not screening_hit,
-            detail=(
-                "a screening hit is waiting for compliance"
-                if screening_hit
-                else f"verified to {tier.value}; this payout needs {needed.value}"
-            ),
-        ),
+        Check(name=CheckName.KYC, ok=cleared.cleared, detail=cleared.detail),
         _duplicates(shared_with),
         checks.amount(),
         Check(
@@ -184,7 +176,7 @@ def decide(
         gross=checks.gross(),
         rail=rail,
         tier=tier,
-        tier_needed=needed,
+        tier_needed=cleared.needed,
     )
 
 

@@ -35,6 +35,7 @@ import ray
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from actors.kyc_policy import Clearance
 from actors.payments import (
     PaymentOrder,
     PaymentProvider,
@@ -463,6 +464,22 @@ class PayoutSupervisor:
         if payout is None:
             return PayoutError("not_found", f"no payout {payout_id!r}")
         return PayoutError("conflict", f"payout {payout_id} is {payout.status.value}, not review")
+
+    async def clearance(self, trader_id: str, amount: int, currency: str) -> Clearance:
+        """Is the trader cleared, by KYC, for a payout of `amount` (minor units of `currency`)
+        now? Answered from the case as the checklist would: the effective tier, a screening
+        hit, the trader's payouts in `currency` so far and the policy of its jurisdiction."""
+        async with self.engine.connect() as conn:
+            found = (
+                await conn.execute(select(traders.c.country).where(traders.c.id == trader_id))
+            ).first()
+            if found is None:
+                raise PayoutError("not_found", f"no trader {trader_id!r}")
+            tier = (await kyc.tiers(conn, [trader_id]))[trader_id]
+            hit = bool(await kyc.blocked(conn, [trader_id]))
+            paid = await store.paid_by_traders(conn, [trader_id])
+        before = paid.get((trader_id, currency), 0)
+        return self.policy.kyc.clearance(found.country or None, tier, amount, before, hit)
 
     async def kyc_changed(self, trader_id: str) -> list[Payout]:
         """The trader's KYC standing changed (a verification, a screening hit or its clearing):

@@ -29,6 +29,7 @@ from actors.payouts import start_payouts
 from actors.plans import DEFAULT_PLAN
 from actors.runtime import Runtime, RuntimeConfig, RuntimeStats
 from actors.screening import load_simple
+from actors.verification import VerifierConfig
 from api.admin.follower import FollowerConfig
 from api.app import create_app
 from api.auth import Role, issue_token
@@ -177,6 +178,17 @@ def ground_truth(report: SimulatorReport, frozen: list[str]) -> GroundTruth:
     )
 
 
+def demo_verifier(settings: Settings, secret: bytes) -> VerifierConfig | None:
+    """The simulated document-verification provider, calling this run's webhook; None when the
+    port is chosen at start (0), as the provider must know it before the app serves."""
+    if settings.http_port == 0:
+        return None
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+    return VerifierConfig(
+        webhook_url=f"http://{host}:{settings.http_port}/webhooks/v1/kyc", secret=secret
+    )
+
+
 async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     """Run the demo on an initialised Ray; returns the summary."""
     await upgrade(settings.database_url)
@@ -194,9 +206,17 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     payouts = start_payouts(settings.database_url, runtime)
     await payouts.ready.remote()
     lists = load_simple((KYC_LISTS / "sample.csv").read_text(encoding="utf-8"))
-    kyc = start_kyc(settings.database_url, lists, KycConfig(), payouts)
+    webhook_secret = secrets.token_bytes(32)  # this run's only: the simulated provider signs
+    kyc_config = KycConfig(verifier=demo_verifier(settings, webhook_secret))
+    kyc = start_kyc(settings.database_url, lists, kyc_config, payouts, hub=runtime.hub)
     app = create_app(
-        runtime, engine, follow=FollowerConfig(), hub=runtime.hub, payouts=payouts, kyc=kyc
+        runtime,
+        engine,
+        follow=FollowerConfig(),
+        hub=runtime.hub,
+        payouts=payouts,
+        kyc=kyc,
+        kyc_webhook_secret=webhook_secret,
     )
     runner, address = await serve_http(app, settings.http_host, settings.http_port)
     say(f"HTTP app:       {address}/api/docs (admin token for this run: {issued.token})")
@@ -205,6 +225,8 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     say(f"  curl -H '{bearer}' {address}/api/v1/accounts/{account_ids[0]}")
     say(f"Payouts:        {address}/api/v1/payouts?status=review (finance's review queue)")
     say(f"KYC:            {address}/api/v1/kyc/hits?status=open (compliance's screening queue)")
+    if kyc_config.verifier is None:
+        say("KYC:            no simulated verification provider (the HTTP port is chosen at start)")
     for name, router in runtime.routers.items():
         say(f"connection {name}: shards={router.shard_count}")
     say(f"database={database_label(settings.database_url)}")

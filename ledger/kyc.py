@@ -107,6 +107,19 @@ async def pending(conn: AsyncConnection) -> dict[str, Case]:
     return {row.trader_id: _case_of(row) for row in await conn.execute(query)}
 
 
+async def open_cases(
+    conn: AsyncConnection, overdue_at_ns: int | None = None, limit: int = 100
+) -> list[tuple[str, Case]]:
+    """Compliance's queue: the cases with a tier asked for, the nearest deadline first (only
+    those past their deadline at `overdue_at_ns`, if given), at most `limit`."""
+    c = kyc_tiers.c
+    query = select(kyc_tiers).where(c.requested.is_not(None))
+    if overdue_at_ns is not None:
+        query = query.where(c.deadline_ns <= overdue_at_ns)
+    query = query.order_by(c.deadline_ns.asc().nulls_last(), c.trader_id).limit(limit)
+    return [(row.trader_id, _case_of(row)) for row in await conn.execute(query)]
+
+
 async def set_identity(
     conn: AsyncConnection, trader_id: str, dob: str | None, country: str
 ) -> None:

@@ -431,3 +431,15 @@ kyc_verifications = Table(
 )
 """Document verifications at the provider: its reference, the tier verified, the latest outcome
 by the provider's clock (`pending`, `approved`, `rejected`, `resubmission_requested`)."""
+
+kyc_lists = Table(
+    "kyc_lists",
+    metadata,
+    Column("id", _SeqType, primary_key=True, autoincrement=True),
+    Column("loaded_ns", BigInteger, nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("digest", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+"""Every sanctions/PEP list set the KYC supervisor loaded (msgpack of its entries, sha256
+`digest`); the newest is the one in force, and a restarted supervisor screens against it."""

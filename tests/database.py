@@ -32,6 +32,7 @@ LEDGER_TABLES = (
     "kyc_tiers",
     "kyc_hits",
     "kyc_verifications",
+    "kyc_lists",
     "account_snapshots",
     "shard_checkpoints",
     "ingest_inbox",

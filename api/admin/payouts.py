@@ -37,16 +37,28 @@ from ledger.schema import payouts
 log = logging.getLogger(__name__)
 
 
-class PayoutIn(BaseModel):
+class Amount(BaseModel):
+    """An amount of money as text in a currency, at most `MAX_MINOR` minor units."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    currency: str = Field(pattern="^[A-Z]{3}$", examples=["USD"])
+    amount: str = Field(max_length=32, examples=["1200.00"])
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: str, info: ValidationInfo) -> str:
+        if "currency" in info.data and parse_amount(value, info.data["currency"]) > MAX_MINOR:
+            raise ValueError(f"at most {MAX_MINOR} minor units")
+        return value
+
+
+class PayoutIn(Amount):
     """A funded account's payout request: the amount to the trader (in the account's
     currency), where it goes, and the device and IP it was asked from (duplicate-account
     signals)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
     account_id: str = Field(min_length=1, max_length=64)
-    currency: str = Field(pattern="^[A-Z]{3}$", examples=["USD"])
-    amount: str = Field(max_length=32, examples=["1200.00"])
     destination: str = Field(
         min_length=4,
         max_length=128,
@@ -55,13 +67,6 @@ class PayoutIn(BaseModel):
     )
     device: str = Field(default="", max_length=128, description="device fingerprint")
     ip: str = Field(default="", max_length=64, examples=["203.0.113.7"])
-
-    @field_validator("amount")
-    @classmethod
-    def _amount(cls, value: str, info: ValidationInfo) -> str:
-        if "currency" in info.data and parse_amount(value, info.data["currency"]) > MAX_MINOR:
-            raise ValueError(f"at most {MAX_MINOR} minor units")
-        return value
 
     @field_validator("ip")
     @classmethod
@@ -273,12 +278,40 @@ class KycOut(BaseModel):
     )
 
 
-async def get_kyc(call: Call) -> Reply:
+class ClearanceQuery(Amount):
+    """The payout asked about: its amount in the account's currency."""
+
+
+class ClearanceOut(BaseModel):
+    trader_id: str
+    currency: str
+    amount: str
+    cleared: bool = Field(description="whether KYC lets a payout of this amount through now")
+    tier: kyc.Tier = Field(description="verified (none while a screening hit stands)")
+    needed: kyc.Tier = Field(
+        description="what a payout of this amount needs, after the trader's payouts so far"
+    )
+    screening_hit: bool
+    detail: str
+
+
+async def get_clearance(call: Call) -> Reply:
+    """The payout supervisor's own question, asked of it: is the trader cleared for this
+    amount? Answered from the KYC case as its checklist would."""
+    query = call.query_as(ClearanceQuery)
     trader_id = call.path("trader_id")
     async with call.engine.connect() as conn:
         await trader_store.load(conn, trader_id)  # 404 for an unknown trader
-        found = await kyc.case(conn, trader_id) or kyc.Case(tier=kyc.Tier.NONE, requested=None)
-    return Reply(KycOut(trader_id=trader_id, tier=found.tier, requested=found.requested))
+    amount = parse_amount(query.amount, query.currency)
+    found = await _ask(_supervisor(call).clearance.remote(trader_id, amount, query.currency))
+    return Reply(
+        ClearanceOut(
+            trader_id=trader_id,
+            currency=query.currency,
+            amount=amount_text(amount, query.currency),
+            **msgspec.to_builtins(found),
+        )
+    )
 
 
 async def set_kyc(call: Call) -> Reply:
@@ -377,13 +410,16 @@ ENDPOINTS = [
     ),
     Endpoint(
         "GET",
-        "/api/v1/traders/{trader_id}/kyc",
-        "get_kyc",
-        "A trader's verified KYC tier and the tier a held payout asked for.",
-        get_kyc,
+        "/api/v1/traders/{trader_id}/kyc/clearance",
+        "get_kyc_clearance",
+        "Is the trader cleared by KYC for a payout of `amount` now? The payout checklist's own "
+        "answer, from the case.",
+        get_clearance,
         Permission.KYC_READ,
-        "payouts",
-        response=KycOut,
+        "kyc",
+        query=ClearanceQuery,
+        response=ClearanceOut,
+        errors=(503,),
     ),
     Endpoint(
         "PUT",

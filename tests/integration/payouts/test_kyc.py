@@ -14,14 +14,17 @@ import ray
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from actors.alerts import KycOverdue
+from actors.hub import HubState
 from actors.kyc_policy import KycPolicy, Rules
 from actors.kyc_supervisor import KycConfig, KycError, start_kyc
 from actors.payments import PayoutPolicy
 from actors.runtime import Runtime
 from actors.screening import ListEntry, load_simple
+from api.auth import Role
 from ledger import audit, kyc
 from ledger.kyc import Tier
-from ledger.schema import accounts, audit_log, traders
+from ledger.schema import accounts, alert_rules, audit_log, kyc_tiers, traders
 from loadtests.funded import Trader, seed
 from tests.api import Api, serve
 from tests.integration.payouts.conftest import FAST, start_supervisor
@@ -39,9 +42,10 @@ def sample() -> list[ListEntry]:
 
 
 @pytest.fixture
-async def kyc_supervisor(migrated_postgres_url: str, supervisor: Any) -> Any:
+async def kyc_supervisor(migrated_postgres_url: str, supervisor: Any, runtime: Runtime) -> Any:
     config = KycConfig(tick_s=0)  # the test drives the deadlines
-    handle = start_kyc(migrated_postgres_url, sample(), config, payouts=supervisor)
+    handle = start_kyc(migrated_postgres_url, sample(), config, payouts=supervisor, hub=runtime.hub)
+    await handle.start.remote()  # the start lists stored (and nobody yet to re-screen)
     yield handle
     await handle.close.remote()
     ray.kill(handle)
@@ -69,6 +73,14 @@ async def test_triggers_by_jurisdiction_screening_at_signup_and_deadlines(
     ]
     await seed(engine, runtime, people)
     await rename(engine, "listed-1", "Varlamov Aleksandr")
+    async with engine.begin() as conn:
+        await conn.execute(
+            alert_rules.insert().values(
+                id="ar_kyc_overdue", name="KYC overdue", severity="warning", enabled=1,
+                condition=msgspec.json.encode(KycOverdue()).decode(), created_ns=1, updated_ns=1,
+            )
+        )  # fmt: skip
+    await runtime.hub.reload_rules.remote()
     started = time.time_ns()
 
     assert await kyc_supervisor.signup.remote("de-1", "1990-04-04") == []
@@ -98,10 +110,18 @@ async def test_triggers_by_jurisdiction_screening_at_signup_and_deadlines(
     day = await kyc_supervisor.tick.remote(started + 25 * HOUR)
     assert set(day.reminded) == {"de-1", "ng-1"}  # the first reminder of each (24 h)
     assert day.escalated == ["listed-1"]  # light within 24 h: late (no reminder fits before)
+    assert day.alerted == 1  # operations alerted on the risk hub
     quiet = await kyc_supervisor.tick.remote(started + 26 * HOUR)
     assert (quiet.reminded, quiet.escalated) == ([], [])  # not twice
     late = await kyc_supervisor.tick.remote(started + 73 * HOUR)
     assert late.escalated == ["de-1"]  # full within 72 h; enhanced has a week
+    assert late.alerted == 1
+    state = msgspec.msgpack.decode(await runtime.hub.state.remote(), type=HubState)
+    overdue = sorted((a.trader_id, a.kind, a.subject) for a in state.alerts)
+    assert overdue == [
+        ("de-1", "kyc_overdue", "kyc:full"),
+        ("listed-1", "kyc_overdue", "kyc:light"),
+    ]
     assert late.reminded == ["de-1", "ng-1"]  # the second reminders (48 h), late or not
     assert (await kyc_supervisor.tick.remote(started + 74 * HOUR)).escalated == []
 
@@ -172,3 +192,107 @@ async def test_the_cumulative_threshold_adds_up_the_traders_payouts_on_every_acc
     finally:
         await handle.close.remote()
         ray.kill(handle)
+
+
+async def test_a_restarted_supervisor_screens_against_the_lists_in_force_and_new_files_rescreen(
+    engine: AsyncEngine, runtime: Runtime, migrated_postgres_url: str, kyc_supervisor: Any
+) -> None:
+    people = [Trader(trader_id=f"pep-{i}", account_id=f"acc-pep-{i}") for i in range(2)]
+    await seed(engine, runtime, people)
+    listed = ListEntry(uid="PEP:88", list="PEP", name="Ottoline Brackenridge-Sowerby",
+                       dobs=("1971-01-01",), country="DE")  # fmt: skip
+    assert (await kyc_supervisor.lists_updated.remote([*sample(), listed])).new_hits == []
+
+    ray.kill(kyc_supervisor, no_restart=False)  # Ray starts it again, with its start lists
+    await rename(engine, "pep-0", "Ottoline Brackenridge-Sowerby")
+    found = await kyc_supervisor.signup.remote("pep-0", "1971-01-01")  # retried by Ray
+    assert [h.uid for h in found] == ["PEP:88"]  # the list update made before the restart
+
+    await rename(engine, "pep-1", "Ottoline Brackenridge-Sowerby")
+    redeployed = start_kyc(migrated_postgres_url, [listed], KycConfig(tick_s=0))
+    try:
+        await redeployed.start.remote()  # new list files: stored and everyone re-screened
+        async with engine.connect() as conn:
+            opened = await kyc.hits(conn, status="open")
+        assert sorted((h.trader_id, h.uid) for h in opened) == [
+            ("pep-0", "PEP:88"), ("pep-1", "PEP:88")
+        ]  # fmt: skip
+    finally:
+        await redeployed.close.remote()
+        ray.kill(redeployed)
+
+
+async def test_the_case_queue_clearance_and_enhanced_due_diligence_over_http(
+    engine: AsyncEngine, runtime: Runtime, supervisor: Any, kyc_supervisor: Any
+) -> None:
+    cleared = Trader(trader_id="sof-1", account_id="acc-sof-1")
+    light = Trader(trader_id="sof-2", account_id="acc-sof-2", tier=Tier.LIGHT)
+    listed = Trader(trader_id="sof-3", account_id="acc-sof-3", country="RU")
+    await seed(engine, runtime, [cleared, light, listed])
+    await rename(engine, listed.trader_id, "Varlamov Aleksandr")
+    assert len(await kyc_supervisor.signup.remote(listed.trader_id, "1968-03-14")) == 1
+    assert await kyc_supervisor.funded.remote(light.trader_id) is Tier.FULL
+    async with engine.begin() as conn:  # the light trader's request is past its deadline
+        await conn.execute(
+            update(kyc_tiers)
+            .where(kyc_tiers.c.trader_id == light.trader_id)
+            .values(deadline_ns=time.time_ns() - HOUR)
+        )
+
+    async with serve(engine, runtime, payouts=supervisor, kyc=kyc_supervisor) as api:
+
+        async def clearance(trader: Trader, amount: str) -> dict[str, Any]:
+            path = f"/api/v1/traders/{trader.trader_id}/kyc/clearance"
+            status, body = await api.call(
+                "GET", f"{path}?currency=USD&amount={amount}", role=Role.FINANCE
+            )
+            assert status == 200, body
+            return dict(body)
+
+        small, large = await clearance(cleared, "500.00"), await clearance(cleared, "20000.00")
+        assert (small["cleared"], small["needed"], small["amount"]) == (True, "full", "500.00")
+        assert (large["cleared"], large["needed"]) == (False, "enhanced")  # above 10,000.00
+        hit = await clearance(listed, "500.00")
+        assert (hit["cleared"], hit["tier"], hit["screening_hit"]) == (False, "none", True)
+
+        sof = {
+            "source_of_funds": "salary as an engineer since 2015; payslips reviewed",
+            "evidence": "dms://kyc/sof-1/payslips",
+            "reason": "payslips match deposits",
+        }
+        path = f"/api/v1/traders/{cleared.trader_id}/kyc/enhanced"
+        assert (await api.call("POST", path, role=Role.FINANCE, json=sof))[0] == 403
+        status, approved = await api.call("POST", path, role=Role.COMPLIANCE, json=sof)
+        assert (status, approved) == (200, {"trader_id": "sof-1", "tier": "enhanced"})
+        assert (await clearance(cleared, "20000.00"))["cleared"] is True
+        again = await api.call("POST", path, role=Role.COMPLIANCE, json=sof)
+        assert again[0] == 409
+        for trader in (light, listed):  # not on top of full; not while a hit stands
+            path = f"/api/v1/traders/{trader.trader_id}/kyc/enhanced"
+            status, refused = await api.call("POST", path, role=Role.COMPLIANCE, json=sof)
+            assert status == 409, refused
+        short = {**sof, "source_of_funds": "cash"}
+        assert (await api.call("POST", path, role=Role.COMPLIANCE, json=short))[0] == 422
+
+        status, case = await api.call("GET", f"/api/v1/traders/{listed.trader_id}/kyc")
+        assert status == 200, case
+        assert (case["tier"], case["effective"], case["date_of_birth"]) == (
+            "full", "none", "1968-03-14"
+        )  # fmt: skip
+        assert [(h["uid"], h["status"]) for h in case["hits"]] == [(VARLAMOV, "open")]
+        status, queue = await api.call("GET", "/api/v1/kyc/cases?status=overdue")
+        assert [(c["trader_id"], c["requested"], c["overdue"]) for c in queue["items"]] == [
+            ("sof-2", "full", True)
+        ]
+        status, everyone = await api.call("GET", "/api/v1/kyc/cases")
+        assert {c["trader_id"] for c in everyone["items"]} == {"sof-2"}  # seeded tiers cover
+
+        status, timeline = await api.call(
+            "GET", f"/api/v1/traders/{cleared.trader_id}/timeline", role=Role.COMPLIANCE
+        )
+        assert status == 200, timeline
+        kinds = [item["kind"] for item in timeline["items"]]
+        assert "kyc.enhanced_approved" in kinds
+        entry = next(i for i in timeline["items"] if i["kind"] == "kyc.enhanced_approved")
+        assert entry["data"]["after"]["evidence"] == "dms://kyc/sof-1/payslips"
+        assert entry["data"]["actor"] == Role.COMPLIANCE.value
