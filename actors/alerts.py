@@ -486,4 +486,5 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
         condition=Breach(),
     ),
 )
-"""The rules a new installation starts with (migration 0005 seeds them); edit them in the API."""
+"""The risk rules a new installation starts with (migration 0005 seeds them; 0009 adds
+`ar_kyc_overdue`, a `KycOverdue` rule); edit them in the API."""

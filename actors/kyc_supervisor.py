@@ -33,13 +33,14 @@ import ray
 from sqlalchemy import select
 
 from actors.kyc_policy import KycPolicy, shipped_policy
+from actors.plans import Plan
 from actors.screening import Hit, ListEntry, Person, Screener
 from actors.verification import Report, SimulatedVerifier, VerifierConfig
 from ledger import audit, kyc
 from ledger.audit import AuditRecord
 from ledger.database import create_engine
 from ledger.kyc import Finding, HitRecord, Tier
-from ledger.schema import kyc_lists, kyc_tiers, traders
+from ledger.schema import accounts, kyc_lists, kyc_tiers, plans, traders
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Overdue(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Tick(msgspec.Struct, frozen=True, kw_only=True):
+    funded: list[str]  # traders in a funded stage asked for the funded tier by the sweep
     reminded: list[str]  # traders reminded
     escalated: list[str]  # traders whose deadline passed
     alerted: int = 0  # alerts the risk hub raised
@@ -99,9 +101,11 @@ class KycSupervisor:
         self.screener = Screener(())
         self.lists_ready = False
         self.loading: asyncio.Lock | None = None
+        self.screening: asyncio.Lock | None = None  # a re-screen and a signup, one at a time
         self.payouts = payouts  # the payout supervisor's handle, told of every change
         self.hub = hub  # the risk hub's handle, told of every escalation
-        self.unalerted: dict[str, Overdue] = {}  # escalations the hub has not taken yet
+        # escalations the hub has not taken yet, by (trader, request)
+        self.unalerted: dict[tuple[str, int], Overdue] = {}
         self.loop: asyncio.Task[None] | None = None
         verifier = self.config.verifier
         self.provider = SimulatedVerifier(verifier) if verifier is not None else None
@@ -109,6 +113,7 @@ class KycSupervisor:
     async def start(self) -> None:
         """Load the lists in force and start the deadline tick (every call does, so a
         supervisor Ray restarted has both)."""
+        self.screening = self.screening or asyncio.Lock()
         if not self.lists_ready:
             self.loading = self.loading or asyncio.Lock()
             async with self.loading:
@@ -126,9 +131,11 @@ class KycSupervisor:
             newest = await conn.scalar(
                 select(kyc_lists.c.payload).order_by(kyc_lists.c.id.desc()).limit(1)
             )
-        if seen is not None and newest is not None:
+        if newest is not None and (seen is not None or not self.start_lists):
             self.screener = Screener(_decode_lists.decode(newest))
             log.info("KYC: screening against the newest stored lists")
+        elif not self.start_lists:
+            log.warning("KYC: no sanctions or PEP lists: nobody is screened until an update")
         else:
             done = await self._rescreen(self.start_lists)
             log.info("KYC: new start lists stored; %d traders re-screened", done.traders)
@@ -155,7 +162,8 @@ class KycSupervisor:
         person = await self._person(trader_id, dob)
         rules = self.policy_in_force.rules(person.country)
         tier = rules.on_signup()
-        async with self.engine.begin() as conn:
+        assert self.screening is not None
+        async with self.screening, self.engine.begin() as conn:
             await kyc.set_identity(conn, trader_id, dob, person.country or "")
             opened = await kyc.request(conn, trader_id, tier, rules.within_ns(tier))
             found = await kyc.record_hits(conn, trader_id, _findings(self.screener.screen(person)))
@@ -187,6 +195,13 @@ class KycSupervisor:
         return await self._rescreen(lists)
 
     async def _rescreen(self, lists: Sequence[ListEntry]) -> Rescreen:
+        """Store the lists, screen everyone against them: signups wait, so none is screened
+        against the old lists and missed by the new ones."""
+        assert self.screening is not None
+        async with self.screening:
+            return await self._rescreen_locked(lists)
+
+    async def _rescreen_locked(self, lists: Sequence[ListEntry]) -> Rescreen:
         started = time.perf_counter()
         screener = Screener(lists)
         async with self.engine.connect() as conn:
@@ -195,14 +210,18 @@ class KycSupervisor:
         payload = _encode_lists(list(lists))
         new: list[HitRecord] = []
         async with self.engine.begin() as conn:
-            await conn.execute(
-                kyc_lists.insert().values(
-                    loaded_ns=time.time_ns(),
-                    entries=len(lists),
-                    digest=_digest(payload),
-                    payload=payload,
-                )
+            newest = await conn.scalar(
+                select(kyc_lists.c.digest).order_by(kyc_lists.c.id.desc()).limit(1)
             )
+            if newest != _digest(payload):  # the same lists again are not stored twice
+                await conn.execute(
+                    kyc_lists.insert().values(
+                        loaded_ns=time.time_ns(),
+                        entries=len(lists),
+                        digest=_digest(payload),
+                        payload=payload,
+                    )
+                )
             for trader_id, hits in sorted(found.items()):
                 new += await kyc.record_hits(conn, trader_id, _findings(hits))
             records = [_audit(h.trader_id, "kyc.hit", _hit_summary(h)) for h in new]
@@ -325,8 +344,11 @@ class KycSupervisor:
     # -- deadlines ---------------------------------------------------------------------------
 
     async def tick(self, now_ns: int | None = None) -> Tick:
-        """Send the reminders due and escalate the cases past their deadline."""
+        """Ask for the funded tier where no one did, send the reminders due and escalate the
+        cases past their deadline."""
+        await self.start()
         now = time.time_ns() if now_ns is None else now_ns
+        funded = await self.sweep_funded()
         reminded, escalated = [], []
         async with self.engine.begin() as conn:
             records = []
@@ -351,7 +373,7 @@ class KycSupervisor:
                     records.append(_audit(trader_id, "kyc.escalated", asked))
                     escalated.append(trader_id)
                     assert case.deadline_ns is not None
-                    self.unalerted[trader_id] = Overdue(
+                    self.unalerted[(trader_id, of)] = Overdue(
                         trader_id=trader_id,
                         tier=case.requested.value,
                         requested_ns=of,
@@ -364,7 +386,26 @@ class KycSupervisor:
                         case.requested.value,
                     )
             await audit.append(conn, records)
-        return Tick(reminded=reminded, escalated=escalated, alerted=await self._alert_hub())
+        alerted = await self._alert_hub()
+        return Tick(funded=funded, reminded=reminded, escalated=escalated, alerted=alerted)
+
+    async def sweep_funded(self) -> list[str]:
+        """Ask for the funded tier for every trader with an account in a funded stage (pending,
+        active or frozen) whose case neither has it nor asks for it: a funding the registry
+        follower could not tell, or an account sold straight into its funded stage. The
+        traders asked."""
+        async with self.engine.connect() as conn:
+            found = await _funded_traders(conn)
+            cases = await _cases(conn, list(found))
+        asked = []
+        for trader_id, country in sorted(found.items()):
+            tier = self.policy_in_force.rules(country).on_funded()
+            case = cases.get(trader_id)
+            if case is not None and not case.lacks(tier):
+                continue
+            await self.funded(trader_id)
+            asked.append(trader_id)
+        return asked
 
     async def _alert_hub(self) -> int:
         """Tell the risk hub of the escalations it has not taken yet; the alerts raised."""
@@ -372,15 +413,15 @@ class KycSupervisor:
             self.unalerted.clear()
             return 0
         raised = 0
-        for trader_id, overdue in list(self.unalerted.items()):
+        for key, overdue in list(self.unalerted.items()):
             try:
                 raised += await self.hub.kyc_overdue.remote(
                     overdue.trader_id, overdue.tier, overdue.requested_ns, overdue.deadline_ns
                 )
             except Exception:  # the next tick tells it again
-                log.exception("KYC: the risk hub was not told that %s is overdue", trader_id)
+                log.exception("KYC: the risk hub was not told %s is overdue", overdue.trader_id)
                 continue
-            del self.unalerted[trader_id]
+            self.unalerted.pop(key, None)
         return raised
 
     async def _tick_forever(self) -> None:
@@ -419,6 +460,49 @@ async def _country(conn: Any, trader_id: str) -> str | None:
     if country is None:
         raise KycError("not_found", f"no trader {trader_id!r}")
     return str(country) or None
+
+
+_IN_FUNDED_STAGE = ("pending", "active", "frozen")  # api.admin.registry.Status values
+
+
+async def _funded_traders(conn: Any) -> dict[str, str | None]:
+    """The traders with an account in a funded stage (a phase without a profit target), and
+    their country."""
+    query = (
+        select(
+            accounts.c.trader_id,
+            accounts.c.plan_id,
+            accounts.c.plan_version,
+            accounts.c.phase,
+            traders.c.country,
+        )
+        .join(traders, traders.c.id == accounts.c.trader_id)
+        .where(accounts.c.status.in_(_IN_FUNDED_STAGE))
+    )
+    rows = (await conn.execute(query)).all()
+    funded_phases: dict[tuple[str, int], set[str]] = {}
+    for plan_id, version in {(r.plan_id, r.plan_version) for r in rows}:
+        body = await conn.scalar(
+            select(plans.c.body).where(plans.c.plan_id == plan_id, plans.c.version == version)
+        )
+        plan = msgspec.json.decode(body, type=Plan) if body is not None else None
+        funded_phases[(plan_id, version)] = (
+            {p.name for p in plan.phases if p.profit_target is None} if plan else set()
+        )
+    return {
+        r.trader_id: r.country or None
+        for r in rows
+        if r.phase in funded_phases[(r.plan_id, r.plan_version)]
+    }
+
+
+async def _cases(conn: Any, trader_ids: list[str]) -> dict[str, kyc.Case]:
+    found = {}
+    for start in range(0, len(trader_ids), 1_000):
+        part = trader_ids[start : start + 1_000]
+        rows = await conn.execute(select(kyc_tiers).where(kyc_tiers.c.trader_id.in_(part)))
+        found.update({row.trader_id: kyc.case_of(row) for row in rows})
+    return found
 
 
 async def _everyone(conn: Any) -> list[Person]:

@@ -105,6 +105,7 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     rail: RailRule | None
     tier: Tier  # the trader's, when decided
     tier_needed: Tier
+    screening_hit: bool = False  # held (also) because a screening hit stood
 
     @property
     def reasons(self) -> list[str]:
@@ -177,6 +178,7 @@ def decide(
         rail=rail,
         tier=tier,
         tier_needed=cleared.needed,
+        screening_hit=screening_hit,
     )
 
 

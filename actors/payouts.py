@@ -163,7 +163,9 @@ class PayoutSupervisor:
         self.updates: list[PaymentUpdate] = []
         self.updated = asyncio.Event()
         self.open: dict[str, Payout] = {}  # unfinished payouts, by id
-        self.held_at: dict[str, kyc.Tier] = {}  # a held payout's trader's tier when held
+        # a held payout's trader's tier when held, and whether a screening hit stood then
+        # (unknown after a restart: taken as a hit, so a cleared one is looked at again)
+        self.held_at: dict[str, tuple[kyc.Tier, bool]] = {}
         self.stats = PayoutStats()
         self.resetting: set[str] = set()  # payouts whose platform balance reset is under way
         self.stuck: set[str] = set()  # payouts whose reset the platform refused
@@ -293,7 +295,7 @@ class PayoutSupervisor:
             self.currencies |= {p.currency for p, _ in made if p.status is Status.APPROVED}
         for payout, decision in made:
             if payout.status is Status.HELD:
-                self.held_at[payout.id] = decision.tier
+                self.held_at[payout.id] = (decision.tier, decision.screening_hit)
             done[payout.request_key] = payout
             if payout.status is not Status.REJECTED:
                 self.open[payout.id] = payout
@@ -508,11 +510,15 @@ class PayoutSupervisor:
         held = [p for p in self.open.values() if p.status is Status.HELD]
         if not held:
             return
+        traders = {p.trader_id for p in held}
         async with self.engine.connect() as conn:
-            tiers = await kyc.tiers(conn, {p.trader_id for p in held})
-        due = [
-            p for p in held if tiers[p.trader_id].rank > self.held_at.get(p.id, kyc.Tier.NONE).rank
-        ]
+            tiers = await kyc.tiers(conn, traders)
+            blocked = await kyc.blocked(conn, traders)
+        due = []
+        for p in held:
+            tier, hit = self.held_at.get(p.id, (kyc.Tier.NONE, True))
+            if tiers[p.trader_id].rank > tier.rank or (hit and p.trader_id not in blocked):
+                due.append(p)
         await self._redecide(due)
 
     def _sweep(self) -> None:
@@ -574,7 +580,7 @@ class PayoutSupervisor:
                     moves.append(_accrual(after))
             await self._commit(changed, moves=moves, records=records, asks=asks)
             for payout, (_, decision) in zip(changed, made, strict=True):
-                self.held_at[payout.id] = decision.tier
+                self.held_at[payout.id] = (decision.tier, decision.screening_hit)
         approved = [p for p in changed if p.status is Status.APPROVED]
         if approved:
             self._spawn(self._send(approved))

@@ -77,8 +77,14 @@ class Case(msgspec.Struct, frozen=True, kw_only=True):
     dob: str | None = None
     country: str | None = None
 
+    def lacks(self, tier: Tier) -> bool:
+        """Whether `tier` is neither verified nor covered by the tier asked for."""
+        asked = self.requested
+        return not (self.tier.covers(tier) or (asked is not None and asked.covers(tier)))
 
-def _case_of(row: Any) -> Case:
+
+def case_of(row: Any) -> Case:
+    """A case as stored (a row of `kyc_tiers`)."""
     return Case(
         tier=Tier(row.tier),
         requested=Tier(row.requested) if row.requested else None,
@@ -98,13 +104,13 @@ async def case(conn: AsyncConnection, trader_id: str, *, lock: bool = False) -> 
     if lock:
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
-    return None if row is None else _case_of(row)
+    return None if row is None else case_of(row)
 
 
 async def pending(conn: AsyncConnection) -> dict[str, Case]:
     """Every case with a tier asked for and not yet verified, by trader."""
     query = select(kyc_tiers).where(kyc_tiers.c.requested.is_not(None))
-    return {row.trader_id: _case_of(row) for row in await conn.execute(query)}
+    return {row.trader_id: case_of(row) for row in await conn.execute(query)}
 
 
 async def open_cases(
@@ -117,7 +123,7 @@ async def open_cases(
     if overdue_at_ns is not None:
         query = query.where(c.deadline_ns <= overdue_at_ns)
     query = query.order_by(c.deadline_ns.asc().nulls_last(), c.trader_id).limit(limit)
-    return [(row.trader_id, _case_of(row)) for row in await conn.execute(query)]
+    return [(row.trader_id, case_of(row)) for row in await conn.execute(query)]
 
 
 async def set_identity(
@@ -174,8 +180,7 @@ async def request(
     opened."""
     now = time.time_ns()
     found = await _opened(conn, trader_id, Case(tier=Tier.NONE, requested=None), now)
-    asked = found.requested
-    if found.tier.covers(tier) or (asked is not None and asked.covers(tier)):
+    if not found.lacks(tier):
         return False
     await conn.execute(
         update(kyc_tiers)

@@ -6,8 +6,9 @@ finishes what provisioning left undone.
   opened on the platform (the funded account after the last evaluation phase).
 - When the next phase is the funded stage (a phase without a profit target) and a KYC
   supervisor is given, it tells it (`funded`: the policy's funded tier is asked for) before it
-  records anything, and does not move past the row until the KYC supervisor has answered; the
-  call is idempotent, so a row handled again asks again harmlessly.
+  records the pass. The call is idempotent, so a row handled again asks again harmlessly; a
+  KYC supervisor that fails or is slow is not waited for (the row is handled all the same):
+  its own sweep finds every account in a funded stage whose trader was not asked.
 - It retries opening accounts left `provisioning_failed` (backing off with each attempt, up to
   `max_attempts`) or `pending` for longer than `stale_pending_s` (the API process died while
   opening them).
@@ -54,6 +55,7 @@ class FollowerConfig(msgspec.Struct, frozen=True, kw_only=True):
     retry_base_s: float = 5.0
     max_attempts: int = 8
     stale_pending_s: float = 60.0
+    kyc_timeout_s: float = 10.0  # how long the KYC supervisor may take to hear of a funding
 
 
 class Follower:
@@ -99,8 +101,8 @@ class Follower:
             if row.recorded_ns >= settled_ns:
                 break  # not settled: an earlier seq may still be committing
             event = _events.decode(row.payload)
-            if isinstance(event, PhasePassed) and not await self._tell_kyc(event):
-                break  # the KYC supervisor did not answer: this row again next time
+            if isinstance(event, PhasePassed):
+                await self._tell_kyc(event)
             async with self.engine.begin() as conn:
                 to_open = await self._handle(conn, event, int(row.seq))
                 await self._advance(conn, int(row.seq))
@@ -130,28 +132,29 @@ class Follower:
             return await self._passed(conn, account, request_id)
         return []
 
-    async def _tell_kyc(self, event: PhasePassed) -> bool:
-        """Ask for the funded tier if the account passes into the funded stage; whether the
-        row may be handled (False: the KYC supervisor failed, the row waits)."""
+    async def _tell_kyc(self, event: PhasePassed) -> None:
+        """Ask for the funded tier if the account passes into the funded stage. A KYC
+        supervisor that fails or takes longer than `kyc_timeout_s` is left behind: its own
+        sweep (`KycSupervisor.sweep_funded`) finds the funded account at its next tick."""
         if self.kyc is None:
-            return True
+            return
         async with self.engine.connect() as conn:
             account = await registry.find(conn, event.account_id)
-            if account is None:
-                return True
+            if account is None or account.status not in (Status.ACTIVE, Status.FROZEN):
+                return  # not ours, or handled before: `_passed` does nothing either
             version = await plan_store.load(conn, account.plan_id, account.plan_version)
         phases = version.plan.phases
         names = [phase.name for phase in phases]
         index = names.index(account.phase) + 1 if account.phase in names else len(names)
         if index >= len(names) or phases[index].profit_target is not None:
-            return True  # not into the funded stage
+            return  # not into the funded stage
         try:
-            await self.kyc.funded.remote(account.trader_id)
+            await asyncio.wait_for(
+                self.kyc.funded.remote(account.trader_id), self.config.kyc_timeout_s
+            )
         except Exception:
-            log.exception("registry follower: the KYC supervisor was not told %s is funded",
-                          account.trader_id)  # fmt: skip
-            return False
-        return True
+            log.exception("registry follower: the KYC supervisor was not told %s is funded "
+                          "(its sweep will find it)", account.trader_id)  # fmt: skip
 
     async def _passed(
         self, conn: AsyncConnection, account: Registered, request_id: str

@@ -303,7 +303,12 @@ async def get_clearance(call: Call) -> Reply:
     async with call.engine.connect() as conn:
         await trader_store.load(conn, trader_id)  # 404 for an unknown trader
     amount = parse_amount(query.amount, query.currency)
-    found = await _ask(_supervisor(call).clearance.remote(trader_id, amount, query.currency))
+    try:
+        found = await _ask(_supervisor(call).clearance.remote(trader_id, amount, query.currency))
+    except RayActorError:
+        raise ApiError(
+            503, "Payouts unavailable", "the payout supervisor is restarting: ask again"
+        ) from None
     return Reply(
         ClearanceOut(
             trader_id=trader_id,

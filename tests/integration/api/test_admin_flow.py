@@ -365,9 +365,52 @@ FUNDED_PLAN = {
         {"name": "funded", "daily_loss": {"pct": 5}, "max_loss": {"pct": 10}},
     ],
 }  # fmt: skip
+INSTANT_PLAN = {
+    "id": "flow-instant",
+    "name": "Flow instant funding",
+    "initial_balance": 10_000,
+    "phases": [{"name": "funded", "daily_loss": {"pct": 4}, "max_loss": {"pct": 8}}],
+}
 
 
-async def test_passing_into_the_funded_stage_asks_kyc_for_the_funded_tier_and_waits_for_it(
+async def pass_challenge(
+    api: Api, runtime: Runtime, engine: AsyncEngine, n: int, after_ns: int = 0
+) -> dict[str, Any]:
+    """A new trader buys the funded plan and passes its challenge on the platform, trading
+    after `after_ns` (the market's time moves forward); once the pass is in the journal, the
+    trader, its account and the time of its last trade."""
+    trader = {**TRADER, "email": f"kyc-{n}@example.com"}
+    _, created = await api.call("POST", "/api/v1/traders", role=Role.OPERATIONS, json=trader)
+    account_id = (await buy(api, created["id"], f"psp-kyc-{n}", plan_id="flow-funded"))["account"][
+        "id"
+    ]
+    opened = await eventually(
+        lambda: account(api, account_id), lambda a: a["live"]["balance"] == 10_000
+    )
+    since = max(after_ns, opened["live"]["last_event_ns"])
+    last_ns = await trade(runtime, account_id, n, after_ns=since, exit_bid=1.0951)
+    close = message(type="deal", event_id=f"f:{n}:4", ts_ns=last_ns + 1, account_id=account_id,
+                    deal_id=DEALS + 100 + n, position_id=n, symbol="EURUSD", entry="out",
+                    side="sell", volume=1.0, price=1.0951, profit=1000.0)  # fmt: skip
+    before = await passes(engine)
+    await runtime.cell().server.inject.remote([close])
+    await eventually(lambda: passes(engine), lambda found: found > before)
+    return {**created, "account_id": account_id, "last_ns": last_ns + 1}
+
+
+async def passes(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        found = await conn.execute(select(journal.c.seq).where(journal.c.kind == "phase_passed"))
+        return len(found.all())
+
+
+async def asked(engine: AsyncEngine, trader_id: str) -> Tier | None:
+    async with engine.connect() as conn:
+        case = await kyc.case(conn, trader_id)
+    return None if case is None else case.requested
+
+
+async def test_a_funding_asks_kyc_for_the_funded_tier_from_the_follower_or_the_kyc_sweep(
     engine: AsyncEngine, runtime: Runtime, migrated_postgres_url: str
 ) -> None:
     live = start_kyc(migrated_postgres_url, (), KycConfig(tick_s=0))
@@ -375,47 +418,37 @@ async def test_passing_into_the_funded_stage_asks_kyc_for_the_funded_tier_and_wa
     ray.kill(dead, no_restart=True)
     try:
         async with serve(engine, runtime, kyc=live) as api:  # the test drives the follower
-            await api.call("POST", "/api/v1/plans", role=Role.OPERATIONS, json=FUNDED_PLAN)
-            _, trader = await api.call("POST", "/api/v1/traders", role=Role.OPERATIONS, json=TRADER)
-            sold = await buy(api, trader["id"], "psp-kyc", plan_id="flow-funded")
-            account_id = sold["account"]["id"]
-            opened = await eventually(
-                lambda: account(api, account_id), lambda a: a["live"]["balance"] == 10_000
-            )
-            last_ns = await trade(
-                runtime, account_id, 9, after_ns=opened["live"]["last_event_ns"], exit_bid=1.0951
-            )
-            close = message(type="deal", event_id="f:9:4", ts_ns=last_ns + 1,
-                            account_id=account_id, deal_id=DEALS + 10, position_id=9,
-                            symbol="EURUSD", entry="out", side="sell", volume=1.0,
-                            price=1.0951, profit=1000.0)  # fmt: skip
-            await runtime.cell().server.inject.remote([close])
-            await eventually(lambda: kinds(engine), lambda found: "phase_passed" in found)
+            for plan in (FUNDED_PLAN, INSTANT_PLAN):
+                await api.call("POST", "/api/v1/plans", role=Role.OPERATIONS, json=plan)
 
-            stalled = Follower(engine, runtime, FAST, kyc=dead)
-            assert await stalled.follow() == 0  # KYC not told: the pass is not recorded
-            assert (await account(api, account_id))["registered"]["status"] == "active"
-            async with engine.connect() as conn:
-                assert await kyc.case(conn, trader["id"]) is None
-
+            told = await pass_challenge(api, runtime, engine, 9)  # the follower tells KYC
             assert await Follower(engine, runtime, FAST, kyc=live).follow() == 1
+            assert await asked(engine, told["id"]) is Tier.FULL  # GB: the default funded tier
             async with engine.connect() as conn:
-                case = await kyc.case(conn, trader["id"])
-                told = await conn.scalar(
-                    select(audit_log.c.action).where(
-                        audit_log.c.trader_id == trader["id"], audit_log.c.action == "kyc.funded"
-                    )
+                actions = await conn.scalars(
+                    select(audit_log.c.action).where(audit_log.c.trader_id == told["id"])
                 )
-            assert case is not None
-            assert case.requested is Tier.FULL  # GB: the default funded tier
-            assert told == "kyc.funded"
-            assert (await account(api, account_id))["registered"]["status"] == "passed"
-            assert (await account(api, f"{account_id}-p2"))["registered"]["phase"] == "funded"
+                assert "kyc.funded" in set(actions)
+            successor = await account(api, f"{told['account_id']}-p2")
+            assert successor["registered"]["phase"] == "funded"
+
+            # deal numbers above those the platform used since (the first close, a deposit)
+            untold = await pass_challenge(api, runtime, engine, 200, told["last_ns"])  # KYC down
+            assert await Follower(engine, runtime, FAST, kyc=dead).follow() == 1
+            assert (await account(api, untold["account_id"]))["registered"]["status"] == "passed"
+            assert await asked(engine, untold["id"]) is None
+
+            instant = {**TRADER, "email": "instant@example.com"}
+            _, bought = await api.call(
+                "POST", "/api/v1/traders", role=Role.OPERATIONS, json=instant
+            )
+            await buy(api, bought["id"], "psp-instant", plan_id="flow-instant")  # funded at once
+
+            swept = await live.tick.remote()  # the sweep finds both
+            assert swept.funded == sorted([untold["id"], bought["id"]])
+            assert await asked(engine, untold["id"]) is Tier.FULL
+            assert await asked(engine, bought["id"]) is Tier.FULL
+            assert (await live.tick.remote()).funded == []  # asked once
     finally:
         await live.close.remote()
         ray.kill(live)
-
-
-async def kinds(engine: AsyncEngine) -> set[str]:
-    async with engine.connect() as conn:
-        return set((await conn.execute(select(journal.c.kind))).scalars())
