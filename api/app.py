@@ -20,6 +20,7 @@ from api.auth import Tokens
 from api.endpoints import Endpoint, errors, install
 from api.problems import problem as problem  # re-exported for the ingestion routes
 from api.services import (
+    AFFILIATES,
     ENGINE,
     KYC,
     KYC_WEBHOOK_SECRET,
@@ -55,6 +56,7 @@ def endpoints() -> list[Endpoint]:
     """Every endpoint of the admin API, in the order the docs list them."""
     from api.admin import (
         accounts,
+        affiliates,
         audit,
         kyc,
         leads,
@@ -69,8 +71,8 @@ def endpoints() -> list[Endpoint]:
     )
 
     modules = (
-        system, plans, traders, leads, purchases, accounts, payouts, kyc, timeline, reports, risk,
-        audit,
+        system, plans, traders, leads, purchases, accounts, payouts, kyc, affiliates, timeline,
+        reports, risk, audit,
     )  # fmt: skip
     return [endpoint for module in modules for endpoint in module.ENDPOINTS]
 
@@ -96,13 +98,15 @@ def create_app(
     payouts: Any = None,
     kyc: Any = None,
     kyc_webhook_secret: bytes | None = None,
+    affiliates: Any = None,
 ) -> web.Application:
     """The HTTP app over a running supervisor and its database. With `follow`, it also runs
     the registry follower (phase outcomes, provisioning retries) while it serves. With `hub`
     (the risk hub's actor handle), it follows the hub and serves the risk stream
     (`/api/v1/stream`) and the live risk page (`/risk/`). With `payouts` (the payout
     supervisor's actor handle), it serves the payout endpoints. With `kyc` (the KYC supervisor's
-    handle) and `kyc_webhook_secret`, it takes the verification provider's webhooks."""
+    handle) and `kyc_webhook_secret`, it takes the verification provider's webhooks. With
+    `affiliates` (the affiliate supervisor's handle), it runs affiliate payouts."""
     from api.openapi import document
 
     app = web.Application(middlewares=[errors])
@@ -113,6 +117,8 @@ def create_app(
         app[PAYOUTS] = payouts
     if kyc is not None:
         app[KYC] = kyc
+    if affiliates is not None:
+        app[AFFILIATES] = affiliates
     if kyc is not None and kyc_webhook_secret:
         from api.kyc_webhook import kyc_webhook
 

@@ -32,6 +32,7 @@ class Role(enum.StrEnum):
     COMPLIANCE = "compliance"
     SUPPORT = "support"
     AFFILIATE_MANAGER = "affiliate_manager"
+    PARTNER = "partner"  # an affiliate itself: its token is scoped to it
 
 
 class Permission(enum.StrEnum):
@@ -59,6 +60,10 @@ class Permission(enum.StrEnum):
     PAYOUTS_REVIEW = "payouts:review"  # approve or reject a payout in review
     KYC_READ = "kyc:read"
     KYC_WRITE = "kyc:write"  # record a trader's verified tier
+    AFFILIATES_READ = "affiliates:read"
+    AFFILIATES_WRITE = "affiliates:write"  # affiliates, codes, plans, partner tokens
+    AFFILIATES_STATEMENT = "affiliates:statement"  # a partner: its own statement only
+    AFFILIATES_PAY = "affiliates:pay"  # run the weekly payouts
 
 
 _P = Permission
@@ -103,6 +108,9 @@ MATRIX: dict[Role, frozenset[Permission]] = {
             _P.PAYOUTS_READ,
             _P.PAYOUTS_REVIEW,
             _P.KYC_READ,
+            _P.AFFILIATES_READ,
+            _P.AFFILIATES_STATEMENT,
+            _P.AFFILIATES_PAY,
         }
     ),
     Role.COMPLIANCE: frozenset(
@@ -120,7 +128,17 @@ MATRIX: dict[Role, frozenset[Permission]] = {
     Role.SUPPORT: frozenset(
         {*_EVERYONE_READS, _P.PURCHASES_READ, _P.TIMELINE_READ, _P.PAYOUTS_READ, _P.KYC_READ}
     ),
-    Role.AFFILIATE_MANAGER: frozenset({*_EVERYONE_READS, _P.LEADS_READ, _P.REPORTS_COHORTS}),
+    Role.AFFILIATE_MANAGER: frozenset(
+        {
+            *_EVERYONE_READS,
+            _P.LEADS_READ,
+            _P.REPORTS_COHORTS,
+            _P.AFFILIATES_READ,
+            _P.AFFILIATES_WRITE,
+            _P.AFFILIATES_STATEMENT,
+        }
+    ),
+    Role.PARTNER: frozenset({_P.AFFILIATES_STATEMENT}),
 }
 """Every role's permissions. `docs/security.md` shows this table (a test keeps them equal)."""
 
@@ -148,6 +166,7 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     token_id: str
     name: str
     role: Role
+    scope: str | None = None  # `affiliate:<id>`: a partner sees only that affiliate's
 
 
 class IssuedToken(msgspec.Struct, frozen=True, kw_only=True):
@@ -161,10 +180,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def create_token(conn: AsyncConnection, name: str, role: Role) -> IssuedToken:
-    """A new token for `name` in `role`, inside the caller's transaction."""
+async def create_token(
+    conn: AsyncConnection, name: str, role: Role, scope: str | None = None
+) -> IssuedToken:
+    """A new token for `name` in `role` (a partner's needs its `scope`, `affiliate:<id>`),
+    inside the caller's transaction."""
     if not name.strip():
         raise ValueError("a token needs a name")
+    if (role is Role.PARTNER) != (scope is not None):
+        raise ValueError("a partner token, and only one, is scoped to its affiliate")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token_id = "tok_" + secrets.token_hex(6)
     await conn.execute(
@@ -174,6 +198,7 @@ async def create_token(conn: AsyncConnection, name: str, role: Role) -> IssuedTo
             role=role.value,
             token_hash=hash_token(token),
             created_ns=time.time_ns(),
+            scope=scope,
         )
     )
     return IssuedToken(token_id=token_id, name=name, role=role, token=token)
@@ -223,11 +248,11 @@ class Tokens:
         return found
 
     async def _lookup(self, digest: str) -> Principal | None:
-        query = select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.role).where(
-            api_tokens.c.token_hash == digest, api_tokens.c.revoked_ns.is_(None)
-        )
+        query = select(
+            api_tokens.c.id, api_tokens.c.name, api_tokens.c.role, api_tokens.c.scope
+        ).where(api_tokens.c.token_hash == digest, api_tokens.c.revoked_ns.is_(None))
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
-        return Principal(token_id=row.id, name=row.name, role=Role(row.role))
+        return Principal(token_id=row.id, name=row.name, role=Role(row.role), scope=row.scope)

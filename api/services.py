@@ -48,4 +48,5 @@ SUPERVISOR = web.AppKey("supervisor", Supervisor)
 PAYOUTS: web.AppKey[Any] = web.AppKey("payouts")
 """The payout supervisor's actor handle (`actors/payouts.py`), when the app has one."""
 KYC: web.AppKey[Any] = web.AppKey("kyc")
+AFFILIATES: web.AppKey[Any] = web.AppKey("affiliates")
 KYC_WEBHOOK_SECRET = web.AppKey("kyc_webhook_secret", bytes)

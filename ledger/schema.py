@@ -90,6 +90,7 @@ api_tokens = Table(
     Column("token_hash", Text, nullable=False),
     Column("created_ns", BigInteger, nullable=False),
     Column("revoked_ns", BigInteger, nullable=True),
+    Column("scope", Text, nullable=True),  # `affiliate:<id>` for a partner's token
     UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
 )
 """Bearer tokens, stored only as their SHA-256; the token itself is shown once, at creation."""
@@ -443,3 +444,162 @@ kyc_lists = Table(
 )
 """Every sanctions/PEP list set the KYC supervisor loaded (msgpack of its entries, sha256
 `digest`); the newest is the one in force, and a restarted supervisor screens against it."""
+
+affiliates = Table(
+    "affiliates",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("email", Text, nullable=False),
+    Column("parent_id", Text, nullable=True),
+    Column("plan_id", Text, nullable=False),
+    Column("trader_id", Text, nullable=True),
+    Column("payout_rail", Text, nullable=True),
+    Column("payout_destination", Text, nullable=True),
+    Column("status", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+    Index("ix_affiliates_parent", "parent_id"),
+)
+"""Affiliates (partners): a commission plan, an optional parent (sub-affiliates earn it an
+override), the affiliate's own trader record if it trades too, and where it is paid."""
+
+affiliate_codes = Table(
+    "affiliate_codes",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("affiliate_id", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Index("ix_affiliate_codes_affiliate", "affiliate_id"),
+)
+"""Referral codes (in links and at signup), each an affiliate's."""
+
+commission_plans = Table(
+    "commission_plans",
+    metadata,
+    Column("plan_id", Text, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("effective_ns", BigInteger, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("created_by", Text, nullable=False),
+)
+"""Every version of every commission plan (`actors/commissions.py: CommissionPlan`, JSON); a
+purchase is commissioned under the version in force (the latest `effective_ns` at or before
+it)."""
+
+affiliate_touches = Table(
+    "affiliate_touches",
+    metadata,
+    Column("id", _SeqType, primary_key=True, autoincrement=True),
+    Column("trader_id", Text, nullable=False),
+    Column("affiliate_id", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Index("ix_affiliate_touches_trader", "trader_id", "ts_ns"),
+)
+"""Referral links a trader followed (the code given at signup counts as one too)."""
+
+affiliate_attributions = Table(
+    "affiliate_attributions",
+    metadata,
+    Column("trader_id", Text, primary_key=True),
+    Column("affiliate_id", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("touched_ns", BigInteger, nullable=True),
+    Column("excluded", Text, nullable=True),
+    Column("decided_ns", BigInteger, nullable=False),
+    Index("ix_affiliate_attributions_affiliate", "affiliate_id"),
+)
+"""Who referred a trader, decided at its first purchase (no affiliate: organic);
+`excluded` names a fraud signal (the referral earns nothing)."""
+
+sale_events = Table(
+    "sale_events",
+    metadata,
+    Column("seq", _SeqType, primary_key=True, autoincrement=True),
+    Column("event_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("purchase_id", Text, nullable=False),
+    Column("trader_id", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("recorded_ns", BigInteger, nullable=False),
+    UniqueConstraint("event_id", name="uq_sale_events_event"),
+    Index("ix_sale_events_purchase", "purchase_id"),
+)
+"""Purchases, refunds and chargebacks of challenges, in the order recorded: what the
+affiliate supervisor accrues commissions from (`event_id` makes a retry apply once)."""
+
+affiliate_lines = Table(
+    "affiliate_lines",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("affiliate_id", Text, nullable=False),
+    Column("trader_id", Text, nullable=False),
+    Column("purchase_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("basis", BigInteger, nullable=False),
+    Column("rate_bp", Integer, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("plan_id", Text, nullable=False),
+    Column("plan_version", Integer, nullable=False),
+    Column("reverses", Text, nullable=True),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("day", Text, nullable=False),
+    Index("ix_affiliate_lines_affiliate_day", "affiliate_id", "day"),
+    Index("ix_affiliate_lines_day", "day"),
+    Index("ix_affiliate_lines_purchase", "purchase_id"),
+)
+"""Commission lines: earned (commission, cpa, override) positive, taken back (clawback)
+negative, in minor units; `day` is the sale's UTC date."""
+
+affiliate_volumes = Table(
+    "affiliate_volumes",
+    metadata,
+    Column("affiliate_id", Text, primary_key=True),
+    Column("month", Text, primary_key=True),
+    Column("currency", Text, primary_key=True),
+    Column("volume", BigInteger, nullable=False),
+)
+"""Each affiliate's referred purchase volume by calendar month (UTC): what its tier is."""
+
+affiliate_payouts = Table(
+    "affiliate_payouts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("run_id", Text, nullable=False),
+    Column("affiliate_id", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("rail", Text, nullable=False),
+    Column("destination", Text, nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("day", Text, nullable=False),
+    Index("ix_affiliate_payouts_affiliate_day", "affiliate_id", "day"),
+    Index("ix_affiliate_payouts_run", "run_id"),
+)
+"""Weekly payouts to affiliates (`run:affiliate:currency`): each is a ledger transfer from the
+affiliate's payable account to cash on its rail."""
+
+affiliate_statements = Table(
+    "affiliate_statements",
+    metadata,
+    Column("affiliate_id", Text, primary_key=True),
+    Column("day", Text, primary_key=True),
+    Column("currency", Text, primary_key=True),
+    Column("opening", BigInteger, nullable=False),
+    Column("earned", BigInteger, nullable=False),
+    Column("clawed", BigInteger, nullable=False),
+    Column("paid", BigInteger, nullable=False),
+    Column("closing", BigInteger, nullable=False),
+    Column("lines", Integer, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+)
+"""The daily statement run's output: each affiliate's day, opening to closing balance."""

@@ -70,11 +70,15 @@ async def serve(
     kyc: Any = None,
     kyc_webhook_secret: bytes | None = None,
     port: int = 0,
+    affiliates: Any = None,
 ) -> AsyncIterator[Api]:
     """The app on 127.0.0.1, a free port, with one token per role (named after the role);
     with `follow`, the registry follower runs too; with `hub`, the risk stream."""
     async with engine.begin() as conn:
-        tokens = {role: (await create_token(conn, role.value, role)).token for role in Role}
+        tokens = {
+            role: (await create_token(conn, role.value, role, partner_scope(role))).token
+            for role in Role
+        }
     app = create_app(
         supervisor or NoSupervisor(),  # type: ignore[arg-type]
         engine,
@@ -83,6 +87,7 @@ async def serve(
         payouts=payouts,
         kyc=kyc,
         kyc_webhook_secret=kyc_webhook_secret,
+        affiliates=affiliates,
     )
     runner = web.AppRunner(app)
     await runner.setup()
@@ -94,3 +99,8 @@ async def serve(
             yield Api(url=f"http://{host}:{port}", session=session, tokens=tokens)
     finally:
         await runner.cleanup()
+
+
+def partner_scope(role: Role) -> str | None:
+    """A partner's token is scoped to an affiliate (`partner-x`, which tests may create)."""
+    return "affiliate:partner-x" if role is Role.PARTNER else None

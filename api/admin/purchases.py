@@ -5,18 +5,24 @@ records; then the account is opened on its platform through the bridge (the rate
 provisioning lane) and becomes `active` with its platform login, or `provisioning_failed` with
 the reason, retried in the background (`api/admin/follower.py`) and by
 `POST /api/v1/accounts/{id}/provision`. The answer is 201 in both cases: the sale happened.
+
+Each sale is also a `purchase` sale event, in the same transaction; `POST
+/api/v1/purchases/{id}/reversals` records a refund or a chargeback. The affiliate supervisor
+accrues commissions from these events (`actors/affiliates.py`).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from actors.commissions import Sale
 from api.admin import plans as plan_store
 from api.admin import registry
 from api.admin import traders as trader_store
@@ -26,7 +32,9 @@ from api.endpoints import Call, Endpoint, Reply
 from api.pagination import Page, PageQuery, decode_cursor, keyset, page_of
 from api.problems import ApiError, FieldError, invalid, not_found
 from api.services import Operator
+from ledger import affiliates as sales
 from ledger import audit
+from ledger.affiliates import SaleIn
 from ledger.money import amount_text, parse_amount
 from ledger.schema import accounts, purchases
 
@@ -174,6 +182,16 @@ async def _insert(
     values = purchase.model_dump(exclude={"amount"})
     await conn.execute(purchases.insert().values(**values, amount_minor=amount_minor))
     await conn.execute(accounts.insert().values(**account.model_dump()))
+    sale = SaleIn(
+        event_id=f"purchase:{purchase.id}",
+        kind="purchase",
+        purchase_id=purchase.id,
+        trader_id=purchase.trader_id,
+        amount=amount_minor,
+        currency=purchase.currency,
+        ts_ns=purchase.created_ns,
+    )
+    await sales.record_sale(conn, sale)
 
 
 async def _reference_used(call: Call, reference: str) -> ApiError:
@@ -216,6 +234,87 @@ async def list_purchases(call: Call) -> Reply:
     return Reply(page_of(found, query.limit, lambda p: [p.created_ns, p.id]))
 
 
+class ReversalIn(BaseModel):
+    """A refund or a chargeback of (part of) a purchase, named by the caller's own id so that
+    a retry is recorded once."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    event_id: str = Field(
+        min_length=1, max_length=128, description="yours, unique: the PSP's refund id"
+    )
+    kind: Literal["refund", "chargeback"]
+    amount: str = Field(max_length=32, description="in the purchase's currency")
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class ReversalOut(BaseModel):
+    event_id: str
+    purchase_id: str
+    kind: str
+    amount: str
+    currency: str
+    refunded: str = Field(description="of the purchase, refunded or charged back in all")
+    ts_ns: int
+
+
+async def reverse_purchase(call: Call) -> Reply:
+    """Record a refund or chargeback: at most what is left of the purchase; the same
+    `event_id` again answers the one recorded (200), with other values 409."""
+    body = call.body_as(ReversalIn)
+    purchase_id = call.path("purchase_id")
+    async with call.engine.begin() as conn:
+        row = (
+            await conn.execute(
+                select(purchases).where(purchases.c.id == purchase_id).with_for_update()
+            )
+        ).first()
+        if row is None:
+            raise not_found("Purchase", purchase_id)
+        try:
+            amount = parse_amount(body.amount, row.currency)
+        except ValueError as exc:
+            raise invalid("body", [FieldError(field="body.amount", message=str(exc))]) from None
+        event_id = f"reversal:{purchase_id}:{body.event_id}"
+        known = await sales.sale(conn, event_id)
+        if known is not None:
+            if (known.kind, known.amount) != (body.kind, amount):
+                raise ApiError(
+                    409, "Event id reused", f"{body.event_id!r} was recorded with other values"
+                )
+            done = await sales.refunded(conn, purchase_id)
+            return Reply(_reversal(known, row.currency, done))
+        before = await sales.refunded(conn, purchase_id)
+        left = int(row.amount_minor) - before
+        if amount <= 0 or amount > left:
+            message = f"must be positive and at most {amount_text(left, row.currency)} (left)"
+            raise invalid("body", [FieldError(field="body.amount", message=message)])
+        sale = SaleIn(
+            event_id=event_id, kind=body.kind, purchase_id=purchase_id, trader_id=row.trader_id,
+            amount=amount, currency=row.currency, ts_ns=time.time_ns(), reason=body.reason,
+        )  # fmt: skip
+        await sales.record_sale(conn, sale)
+        record = call.audit(
+            f"purchase.{body.kind}", "purchase", purchase_id, after=sale, trader_id=row.trader_id
+        )
+        await audit.append(conn, [record])
+        recorded = await sales.sale(conn, event_id)
+    assert recorded is not None
+    return Reply(_reversal(recorded, row.currency, before + amount), status=201)
+
+
+def _reversal(sale: Sale, currency: str, refunded: int) -> ReversalOut:
+    return ReversalOut(
+        event_id=sale.event_id,
+        purchase_id=sale.purchase_id,
+        kind=sale.kind,
+        amount=amount_text(sale.amount, currency),
+        currency=currency,
+        refunded=amount_text(refunded, currency),
+        ts_ns=sale.ts_ns,
+    )
+
+
 ENDPOINTS = [
     Endpoint(
         "POST",
@@ -243,6 +342,20 @@ ENDPOINTS = [
         "purchases",
         query=PurchaseQuery,
         response=Page[Purchase],
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/purchases/{purchase_id}/reversals",
+        "reverse_purchase",
+        "Record a refund or chargeback of a purchase (once per `event_id`): the affiliates "
+        "who earned on it have their commission taken back.",
+        reverse_purchase,
+        Permission.PURCHASES_WRITE,
+        "purchases",
+        body=ReversalIn,
+        response=ReversalOut,
+        status=201,
+        errors=(409,),
     ),
     Endpoint(
         "GET",

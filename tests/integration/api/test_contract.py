@@ -21,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from actors.affiliates import AffiliateConfig, start_affiliates
 from actors.kyc_supervisor import KycConfig, start_kyc
 from actors.payouts import start_payouts
 from actors.plans import DEFAULT_PLAN
@@ -36,13 +37,13 @@ from tests.database import run_async, truncate_ledger
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-EVERYONE = set(Role)
-ADM, RSK, OPS, FIN, CMP, SUP, AFF = (
+EVERYONE = set(Role) - {Role.PARTNER}  # every staff role: a partner reads its statement only
+ADM, RSK, OPS, FIN, CMP, SUP, AFF, PTN = (
     Role.ADMIN, Role.RISK, Role.OPERATIONS, Role.FINANCE, Role.COMPLIANCE, Role.SUPPORT,
-    Role.AFFILIATE_MANAGER,
+    Role.AFFILIATE_MANAGER, Role.PARTNER,
 )  # fmt: skip
 ALLOWED: dict[str, set[Role]] = {
-    "health": EVERYONE,
+    "health": set(Role),  # any valid token, a partner's too
     "stats": EVERYONE,
     "create_plan": {ADM, OPS},
     "list_plans": EVERYONE,
@@ -60,6 +61,18 @@ ALLOWED: dict[str, set[Role]] = {
     "list_lead_rules": {ADM, OPS, AFF},
     "delete_lead_rule": {ADM, OPS},
     "create_purchase": {ADM, OPS},
+    "reverse_purchase": {ADM, OPS},
+    "create_commission_plan": {ADM, AFF},
+    "get_commission_plan": {ADM, FIN, AFF},
+    "create_affiliate": {ADM, AFF},
+    "get_affiliate": {ADM, FIN, AFF},
+    "add_affiliate_code": {ADM, AFF},
+    "record_referral": {ADM, OPS},
+    "get_affiliate_statement": {ADM, FIN, AFF, PTN},
+    "run_affiliate_payouts": {ADM, FIN},
+    "list_affiliate_payouts": {ADM, FIN, AFF},
+    "get_affiliate_reconciliation": {ADM, FIN, AFF},
+    "issue_partner_token": {ADM, AFF},
     "list_purchases": {ADM, OPS, FIN, CMP, SUP},
     "get_purchase": {ADM, OPS, FIN, CMP, SUP},
     "get_account": EVERYONE,
@@ -126,10 +139,15 @@ async def api(engine: AsyncEngine, migrated_postgres_url: str) -> AsyncIterator[
     payouts = start_payouts(migrated_postgres_url, runtime)
     verifier = VerifierConfig(webhook_url="http://127.0.0.1:9/none", secret=b"contract")
     kyc = start_kyc(migrated_postgres_url, config=KycConfig(tick_s=0, verifier=verifier))
+    affiliates = start_affiliates(migrated_postgres_url, AffiliateConfig(tick_s=0))
     try:
-        async with serve(engine, runtime, hub=runtime.hub, payouts=payouts, kyc=kyc) as client:
+        async with serve(
+            engine, runtime, hub=runtime.hub, payouts=payouts, kyc=kyc, affiliates=affiliates
+        ) as client:
             yield client
     finally:
+        await affiliates.close.remote()
+        ray.kill(affiliates)
         await payouts.close.remote()
         ray.kill(payouts)
         await kyc.close.remote()

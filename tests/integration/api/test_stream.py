@@ -27,7 +27,7 @@ from api.auth import Role, create_token
 from api.stream import CLOSE_FORBIDDEN, CLOSE_SLOW, CLOSE_UNAUTHORIZED, STREAM, StreamConfig
 from ledger.database import create_engine
 from ledger.schema import accounts, alert_rules
-from tests.api import NoSupervisor
+from tests.api import NoSupervisor, partner_scope
 from tests.conftest import eventually
 from tests.database import run_async, truncate_ledger
 
@@ -115,7 +115,10 @@ def clean_url(migrated_postgres_url: str) -> Iterator[str]:
 async def serving(url: str, config: StreamConfig | None = None) -> AsyncIterator[Stream]:
     engine = create_engine(url)
     async with engine.begin() as conn:
-        tokens = {role: (await create_token(conn, role.value, role)).token for role in Role}
+        tokens = {
+            role: (await create_token(conn, role.value, role, partner_scope(role))).token
+            for role in Role
+        }
     hub = RemoteRiskHub.remote(url, HubConfig(exposure_interval_s=0.05))
     await hub.ready.remote()
     app = create_app(NoSupervisor(), engine, hub=hub, stream=config)  # type: ignore[arg-type]

@@ -31,12 +31,12 @@ async def _version(engine: AsyncEngine) -> list[str]:
 async def test_upgrade_when_run_then_ledger_tables_exist(engine: AsyncEngine) -> None:
     tables = set(metadata.tables)  # every table the code declares, the admin API's included
     assert tables | {"alembic_version"} <= await _table_names(engine)
-    assert await _version(engine) == ["0009"]
+    assert await _version(engine) == ["0010"]
 
 
 async def test_upgrade_when_run_twice_then_harmless(database_url: str, engine: AsyncEngine) -> None:
     await upgrade(database_url)
-    assert await _version(engine) == ["0009"]
+    assert await _version(engine) == ["0010"]
 
 
 async def test_upgrade_when_sqlite_directory_missing_then_created(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ async def test_upgrade_when_two_processes_race_on_fresh_postgresql_then_both_suc
     assert codes == [0, 0]
     engine = create_engine(fresh_postgres_url)
     try:
-        assert await _version(engine) == ["0009"]
+        assert await _version(engine) == ["0010"]
     finally:
         await engine.dispose()
 
@@ -72,7 +72,7 @@ async def test_upgrade_when_two_processes_race_on_fresh_sqlite_then_both_succeed
     assert codes == [0, 0]
     engine = create_engine(sqlite_url)
     try:
-        assert await _version(engine) == ["0009"]
+        assert await _version(engine) == ["0010"]
     finally:
         await engine.dispose()
 
