@@ -93,6 +93,16 @@ class KycOverdue(
     escalates the case; the trader's payouts stay held)."""
 
 
+class AffiliateReconciliation(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="affiliate_reconciliation",
+    forbid_unknown_fields=True,
+):
+    """An affiliate's commissions accrued less paid differ from the books' payable balance."""
+
+
 Condition = (
     LossLimit
     | PositionNotional
@@ -101,6 +111,7 @@ Condition = (
     | Reconciliation
     | Breach
     | KycOverdue
+    | AffiliateReconciliation
 )
 
 
@@ -419,6 +430,29 @@ class AlertEngine:
                 )
         return raised
 
+    def on_affiliate_mismatch(
+        self, affiliate_id: str, currency: str, expected: int, books: int, now_ns: int
+    ) -> list[Alert]:
+        """An affiliate's balance differs from the books: one alert per rule and difference
+        (the same difference found again raises nothing new)."""
+        raised: list[Alert] = []
+        for rule in self._of(AffiliateReconciliation):
+            key = f"{rule.id}:{affiliate_id}:{currency}:{expected}:{books}"
+            if self._once(key):
+                raised.append(
+                    self._alert(
+                        rule,
+                        key,
+                        now_ns,
+                        f"affiliate:{affiliate_id}",
+                        float(books),
+                        float(expected),
+                        f"affiliate {affiliate_id}: accrued less paid is {expected} minor units "
+                        f"of {currency}, the books say {books}",
+                    )
+                )
+        return raised
+
     def _alert(
         self,
         rule: AlertRule,
@@ -487,4 +521,5 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
     ),
 )
 """The risk rules a new installation starts with (migration 0005 seeds them; 0009 adds
-`ar_kyc_overdue`, a `KycOverdue` rule); edit them in the API."""
+`ar_kyc_overdue`, a `KycOverdue` rule, and 0010 `ar_affiliate_reconciliation`); edit them in
+the API."""

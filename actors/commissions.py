@@ -123,7 +123,7 @@ class Touch(msgspec.Struct, frozen=True, kw_only=True):
 
 def month_of(ts_ns: int) -> str:
     """The calendar month (UTC) of a time: `2026-11`."""
-    return datetime.datetime.fromtimestamp(ts_ns / 1e9, datetime.UTC).strftime("%Y-%m")
+    return datetime.datetime.fromtimestamp(ts_ns // 10**9, datetime.UTC).strftime("%Y-%m")
 
 
 def day_of(ts_ns: int) -> datetime.date:

@@ -426,6 +426,21 @@ class RiskHub:
         self._emit([AlertRaised(alert=a) for a in raised])
         return len(raised)
 
+    async def affiliate_mismatch(self, differences: list[dict[str, Any]]) -> int:
+        """The affiliate supervisor's reconciliation found differences (`ledger.affiliates.
+        Difference` as dicts): the alerts raised."""
+        await self.ready()
+        now = time.time_ns()
+        raised = [
+            alert
+            for d in differences
+            for alert in self.engine_alerts.on_affiliate_mismatch(
+                d["affiliate_id"], d["currency"], d["accrued"] - d["paid"], d["books"], now
+            )
+        ]
+        self._emit([AlertRaised(alert=a) for a in raised])
+        return len(raised)
+
     async def acknowledge(self, alert_id: str, by: str, note: str | None, at_ns: int) -> None:
         """An alert was acknowledged (the API wrote it and its audit record)."""
         await self.ready()

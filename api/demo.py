@@ -23,6 +23,7 @@ import ray
 from aiohttp import web
 from hdrh.histogram import HdrHistogram
 
+from actors.affiliates import start_affiliates
 from actors.kyc_policy import POLICY_FILE
 from actors.kyc_supervisor import KycConfig, start_kyc
 from actors.payouts import start_payouts
@@ -209,6 +210,7 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     webhook_secret = secrets.token_bytes(32)  # this run's only: the simulated provider signs
     kyc_config = KycConfig(verifier=demo_verifier(settings, webhook_secret))
     kyc = start_kyc(settings.database_url, lists, kyc_config, payouts, hub=runtime.hub)
+    affiliates = start_affiliates(settings.database_url, hub=runtime.hub)
     app = create_app(
         runtime,
         engine,
@@ -217,6 +219,7 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
         payouts=payouts,
         kyc=kyc,
         kyc_webhook_secret=webhook_secret,
+        affiliates=affiliates,
     )
     runner, address = await serve_http(app, settings.http_host, settings.http_port)
     say(f"HTTP app:       {address}/api/docs (admin token for this run: {issued.token})")
@@ -225,6 +228,7 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
     say(f"  curl -H '{bearer}' {address}/api/v1/accounts/{account_ids[0]}")
     say(f"Payouts:        {address}/api/v1/payouts?status=review (finance's review queue)")
     say(f"KYC:            {address}/api/v1/kyc/hits?status=open (compliance's screening queue)")
+    say(f"Affiliates:     {address}/api/v1/affiliate-reconciliation (commissions vs the books)")
     if kyc_config.verifier is None:
         say("KYC:            no simulated verification provider (the HTTP port is chosen at start)")
     for name, router in runtime.routers.items():
@@ -244,6 +248,8 @@ async def run(settings: Settings, options: DemoOptions) -> DemoSummary:
         ray.kill(payouts)
         await kyc.close.remote()
         ray.kill(kyc)
+        await affiliates.close.remote()
+        ray.kill(affiliates)
         await runtime.close()
         await engine.dispose()
 

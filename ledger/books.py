@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.schema import ledger_accounts, ledger_transfers
@@ -139,31 +139,44 @@ async def open_accounts(
 ) -> list[LedgerAccount]:
     """Open the accounts not open yet (an open one must match its kind and currency); the
     ones opened now."""
+    wanted = list(wanted)
+    found: dict[str, Any] = {}
+    ids = sorted({a.id for a in wanted})
+    for start in range(0, len(ids), 1_000):
+        part = ids[start : start + 1_000]
+        rows = await conn.execute(select(ledger_accounts).where(ledger_accounts.c.id.in_(part)))
+        found.update({row.id: row for row in rows})
     opened: list[LedgerAccount] = []
-    now = time.time_ns()
+    seen: set[str] = set()
     for account in wanted:
-        found = (
-            await conn.execute(select(ledger_accounts).where(ledger_accounts.c.id == account.id))
-        ).first()
-        if found is not None:
-            if (found.kind, found.currency) != (account.kind.value, account.currency):
+        row = found.get(account.id)
+        if row is not None:
+            if (row.kind, row.currency) != (account.kind.value, account.currency):
                 raise LedgerError(
                     "account_conflict",
-                    f"{account.id!r} is open as {found.kind} in {found.currency}, not "
+                    f"{account.id!r} is open as {row.kind} in {row.currency}, not "
                     f"{account.kind.value} in {account.currency}",
                 )
             continue
+        if account.id not in seen:
+            seen.add(account.id)
+            opened.append(account)
+    if opened:
+        now = time.time_ns()
         await conn.execute(
-            insert(ledger_accounts).values(
-                id=account.id,
-                kind=account.kind.value,
-                currency=account.currency,
-                name=account.name,
-                created_ns=now,
-                **dict.fromkeys(_TOTALS, 0),
-            )
+            insert(ledger_accounts),
+            [
+                {
+                    "id": a.id,
+                    "kind": a.kind.value,
+                    "currency": a.currency,
+                    "name": a.name,
+                    "created_ns": now,
+                    **dict.fromkeys(_TOTALS, 0),
+                }
+                for a in opened
+            ],
         )
-        opened.append(account)
     return opened
 
 
@@ -402,14 +415,19 @@ async def _record(
     now = time.time_ns()
     rows = [{**msgspec.structs.asdict(t), "ts_ns": now} for t in fresh]
     await conn.execute(insert(ledger_transfers), rows)
-    for account in sorted(changes):
-        deltas = {name: delta for name, delta in changes[account].items() if delta}
-        if deltas:
-            await conn.execute(
-                update(ledger_accounts)
-                .where(ledger_accounts.c.id == account)
-                .values({name: ledger_accounts.c[name] + d for name, d in deltas.items()})
-            )
+    updates = [
+        {"account": account, **{f"d_{name}": changes[account].get(name, 0) for name in _TOTALS}}
+        for account in sorted(changes)
+        if any(changes[account].values())
+    ]
+    if updates:  # one statement, sent for every account at once (in id order: the lock order)
+        c = ledger_accounts.c
+        await conn.execute(
+            update(ledger_accounts)
+            .where(c.id == bindparam("account"))
+            .values({name: c[name] + bindparam(f"d_{name}") for name in _TOTALS}),
+            updates,
+        )
 
 
 async def balances(conn: AsyncConnection, ids: Iterable[str] | None = None) -> dict[str, Balance]:

@@ -216,6 +216,21 @@ SCENARIOS: dict[str, Scenario] = {
             ),
         ),
         Scenario(
+            name="affiliates",
+            module="loadtests.affiliates",
+            summary="affiliate commissions: a month of purchases, refunds and chargebacks "
+            "accrued, the daily statement run for every affiliate, the weekly payout run, "
+            "reconciled to the cent",
+            bench_args=(
+                "--affiliates",
+                "1000",
+                "--purchases",
+                "20000",
+                "--json",
+                "var/bench/affiliates.json",
+            ),
+        ),
+        Scenario(
             name="actor_cost",
             module="loadtests.actor_cost",
             summary="what one Ray actor costs: creation time and resident memory",

@@ -208,6 +208,12 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"{_n(f.get('screenings_per_s'))}/s; seeded found {_n(f.get('seeded_found'))} of "
         f"{_n(f.get('seeded'))}"
     ),
+    "affiliates": lambda f: (
+        f"{_n(f.get('purchases'))} purchases, {_n(f.get('affiliates'))} affiliates: daily "
+        f"statement run {_n(f.get('statement_run_s'), 2)} s ({_n(f.get('statements'))} "
+        f"statements); accrual {_n(f.get('events_per_s'))} events/s; payout run "
+        f"{_n(f.get('payout_run_s'), 2)} s; reconciled: {_n(f.get('reconciled'))}"
+    ),
     "stream_fanout": lambda f: (
         f"{_n(_at(f, 'options.clients'))} clients ({_n(_at(f, 'options.slow'))} slow): lag "
         f"{_latency(f, 'fast.lag_ms')} at {_n(_at(f, 'load.account_messages_per_s'))} "

@@ -1,7 +1,8 @@
 """Affiliates: partners and their referral codes, versioned commission plans, touches and
 attributions, the sale events commissions accrue from (purchases backfilled), commission lines,
 monthly referred volumes, weekly payouts and daily statements; and a scope on API tokens (a
-partner's token sees only its own affiliate).
+partner's token sees only its own affiliate); the alert rule for an affiliate reconciliation
+difference.
 
 Revision ID: 0010
 Revises: 0009
@@ -10,6 +11,7 @@ Create Date: 2026-11-25
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -19,6 +21,8 @@ revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+_RULE = "ar_affiliate_reconciliation"
 
 
 def upgrade() -> None:
@@ -167,9 +171,36 @@ def upgrade() -> None:
         "ts_ns, recorded_ns) SELECT 'purchase:' || id, 'purchase', id, trader_id, amount_minor, "
         "currency, created_ns, created_ns FROM purchases ORDER BY created_ns, id"
     )
+    _seed_rule()
+
+
+def _seed_rule() -> None:
+    now = time.time_ns()
+    rules = sa.table(
+        "alert_rules",
+        *(sa.column(name, sa.Text()) for name in ("id", "name", "severity", "condition")),
+        sa.column("enabled", sa.Integer()),
+        sa.column("created_ns", sa.BigInteger()),
+        sa.column("updated_ns", sa.BigInteger()),
+    )
+    op.bulk_insert(
+        rules,
+        [
+            {
+                "id": _RULE,
+                "name": "Affiliate commissions differ from the books",
+                "severity": "critical",
+                "enabled": 1,
+                "condition": '{"type":"affiliate_reconciliation"}',
+                "created_ns": now,
+                "updated_ns": now,
+            }
+        ],
+    )
 
 
 def downgrade() -> None:
+    op.execute(sa.text("DELETE FROM alert_rules WHERE id = :id").bindparams(id=_RULE))
     with op.batch_alter_table("api_tokens") as batch:
         batch.drop_column("scope")
     op.drop_table("affiliate_statements")

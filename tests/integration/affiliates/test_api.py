@@ -8,16 +8,22 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import msgspec
 import pytest
 import ray
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actors.affiliates import AffiliateConfig, start_affiliates
+from actors.affiliates import AffiliateConfig, AffiliateSupervisor, start_affiliates
+from actors.alerts import AffiliateReconciliation
+from actors.commissions import CommissionPlan
+from actors.hub import HubConfig, HubState, RemoteRiskHub
 from api.auth import Role
-from ledger.schema import purchases
+from ledger import books
+from ledger.affiliates import payable
+from ledger.schema import alert_rules, purchases
 from tests.api import serve
-from tests.integration.affiliates.conftest import DAY, sale, trader
+from tests.integration.affiliates.conftest import DAY, NOV_1, affiliate, plan, sale, trader
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.postgres]
 
@@ -181,3 +187,49 @@ async def _programme(api: Any, engine: AsyncEngine) -> None:
     assert other[0] == 404  # another affiliate's: not there for this partner
     profile = await api.call("GET", "/api/v1/affiliates/partner-x", role=None, headers=partner)
     assert profile[0] == 403
+
+
+async def test_a_difference_with_the_books_raises_an_alert_on_the_risk_hub(
+    engine: AsyncEngine, migrated_postgres_url: str
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(alert_rules).values(
+                id="ar_affiliate_reconciliation",
+                name="books differ",
+                severity="critical",
+                enabled=1,
+                condition=msgspec.json.encode(AffiliateReconciliation()).decode(),
+                created_ns=1,
+                updated_ns=1,
+            )
+        )
+    await plan(engine, "flat", CommissionPlan(currency="USD"))
+    await affiliate(engine, "aff-m", "flat")
+    await trader(engine, "tm", "code-aff-m", NOV_1)
+    await sale(engine, "pm", "purchase", "pur-m", "tm", 300_00, NOV_1 + DAY)
+    hub = RemoteRiskHub.remote(migrated_postgres_url, HubConfig())
+    supervisor = AffiliateSupervisor(
+        migrated_postgres_url, AffiliateConfig(settle_s=0, tick_s=0), hub=hub
+    )
+    try:
+        await supervisor.accrue()
+        assert (await supervisor.reconcile()).ok
+        async with engine.begin() as conn:  # a transfer nobody accrued: the books differ
+            await books.transfer(
+                conn, "stray-1", payable("aff-m", "USD"), "affiliates:expense:USD", 1
+            )
+        found = await supervisor.reconcile()
+        assert [(d.affiliate_id, d.accrued, d.paid, d.books) for d in found.differences] == [
+            ("aff-m", 30_00, 0, 29_99)
+        ]
+        state = msgspec.msgpack.decode(await hub.state.remote(), type=HubState)
+        assert [(a.kind, a.subject, a.severity) for a in state.alerts] == [
+            ("affiliate_reconciliation", "affiliate:aff-m", "critical")
+        ]
+        await supervisor.reconcile()  # the same difference again: no second alert
+        state = msgspec.msgpack.decode(await hub.state.remote(), type=HubState)
+        assert len(state.alerts) == 1
+    finally:
+        await supervisor.close()
+        ray.kill(hub)
