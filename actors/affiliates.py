@@ -1,14 +1,13 @@
 """Affiliate supervisor: accrues commissions as purchases, refunds and chargebacks arrive,
 runs the daily statements and the weekly payouts, and reconciles them with the books.
 
-It follows `sale_events` (written by the purchase API in the sale's own transaction, and by
-the refund route) in `seq` order from its cursor (`followers`, name `affiliates`). Each batch
-is one transaction: its commission lines (`actors/commissions.py`), attributions decided, the
-month's referred volumes, one ledger transfer per affiliate and currency (expense to payable,
-or back for a clawback) and the cursor. A crash rolls the batch back whole and the next
-supervisor (Ray restarts it) takes it again: nothing is lost or counted twice. Like the
-registry follower, a batch stops at the first row recorded less than `settle_s` ago, since a
-lower `seq` may still be committing.
+It takes the `sale_events` not accrued yet (written by the purchase API in the sale's own
+transaction, and by the refund route) in `seq` order. Each batch is one transaction: its
+commission lines (`actors/commissions.py`), attributions decided, the month's referred volumes,
+one ledger transfer per affiliate and currency (expense to payable, or back for a clawback) and
+the events marked accrued (`accrued_ns`). A crash rolls the batch back whole and the next
+supervisor (Ray restarts it) takes it again: nothing is lost or counted twice. An event that
+commits late (an earlier `seq` still in its transaction) is simply taken by a later batch.
 
 `tick` (every `tick_s`) accrues, writes yesterday's statements (UTC) if not written, runs the
 week's payouts on `payout_weekday` and reconciles; a difference raises an
@@ -28,7 +27,7 @@ from typing import Any, Literal
 
 import msgspec
 import ray
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from actors.commissions import (
@@ -58,7 +57,6 @@ from ledger.schema import (
     affiliate_touches,
     affiliate_volumes,
     affiliates,
-    followers,
     payouts,
     sale_events,
     traders,
@@ -66,7 +64,6 @@ from ledger.schema import (
 
 log = logging.getLogger(__name__)
 
-CURSOR = "affiliates"
 DAY_NS = 86_400 * 10**9
 
 
@@ -77,7 +74,6 @@ class AffiliateConfig(msgspec.Struct, frozen=True, kw_only=True):
     min_payout: int = 50_00  # minor units: a smaller balance waits for the next week
     payout_weekday: int = 0  # Monday (UTC)
     batch: int = 5_000
-    settle_s: float = 2.0
     tick_s: float = 60.0  # 0: only when called
 
 
@@ -149,8 +145,8 @@ class AffiliateSupervisor:
     # -- accrual -----------------------------------------------------------------------------
 
     async def accrue(self, until_idle: bool = True) -> Accrued:
-        """Accrue the settled sale events after the cursor, a batch per transaction (all of
-        them with `until_idle`)."""
+        """Accrue the sale events not accrued yet, a batch per transaction (all of them with
+        `until_idle`)."""
         await self.start()
         assert self.working is not None
         total = Accrued(events=0, lines=0, excluded=[], skipped=[])
@@ -167,22 +163,18 @@ class AffiliateSupervisor:
                 return total
 
     async def _batch(self) -> Accrued:
-        settled = time.time_ns() - int(self.config.settle_s * 1e9)
         async with self.engine.begin() as conn:
-            cursor = await conn.scalar(select(followers.c.seq).where(followers.c.name == CURSOR))
+            c = sale_events.c
             rows = (
                 await conn.execute(
                     select(sale_events)
-                    .where(sale_events.c.seq > (cursor or 0))
-                    .order_by(sale_events.c.seq)
+                    .where(c.accrued_ns.is_(None))
+                    .order_by(c.seq)
                     .limit(self.config.batch)
+                    .with_for_update(skip_locked=True)
                 )
             ).all()
-            sales = []
-            for row in rows:
-                if row.recorded_ns >= settled:
-                    break  # not settled: an earlier seq may still be committing
-                sales.append(store.sale_of(row))
+            sales = [store.sale_of(row) for row in rows]
             if not sales:
                 return Accrued(events=0, lines=0, excluded=[], skipped=[])
             batch = _Batch(self.config, conn)
@@ -190,7 +182,14 @@ class AffiliateSupervisor:
             for sale in sales:
                 batch.apply(sale)
             await batch.write(sales[0].seq, sales[-1].seq)
-            await _advance(conn, sales[-1].seq)
+            now = time.time_ns()
+            seqs = [sale.seq for sale in sales]
+            for start in range(0, len(seqs), 1_000):
+                await conn.execute(
+                    update(sale_events)
+                    .where(c.seq.in_(seqs[start : start + 1_000]))
+                    .values(accrued_ns=now)
+                )
         return Accrued(
             events=len(sales),
             lines=len(batch.lines),
@@ -204,10 +203,11 @@ class AffiliateSupervisor:
         """Write every affiliate's statement of `day` (UTC): opening balance, earned, taken
         back, paid, closing; again if run again (the day's figures as they now stand)."""
         await self.start()
+        assert self.working is not None
         started = time.perf_counter()
         label = day.isoformat()
         lines, paid = affiliate_lines.c, affiliate_payouts.c
-        async with self.engine.begin() as conn:
+        async with self.working, self.engine.begin() as conn:
             before: dict[tuple[str, str], int] = defaultdict(int)
             today: dict[tuple[str, str], list[int]] = {}
             for a, c, total in await conn.execute(
@@ -293,10 +293,15 @@ class AffiliateSupervisor:
                     )
                 )
             }
-            owed = await _owed(conn)
+            owed = await _owed(conn, now)
+            differ = {(d.affiliate_id, d.currency) for d in result.differences}
             paid, moves, carried = [], [], 0
             for (affiliate_id, currency), amount in sorted(owed.items()):
                 row = payees.get(affiliate_id)
+                if (affiliate_id, currency) in differ:
+                    log.error("affiliates: %s not paid: its books differ", affiliate_id)
+                    carried += 1
+                    continue
                 if row is None or amount < self.config.min_payout:
                     carried += amount != 0
                     continue
@@ -321,7 +326,8 @@ class AffiliateSupervisor:
                 await books.open_accounts(
                     conn, [a for c in {p.currency for p in paid} for a in books.chart(c)]
                 )
-                await books.transfer_many(conn, moves)
+                for start in range(0, len(moves), 2_000):  # bounded lock and lookup lists
+                    await books.transfer_many(conn, moves[start : start + 2_000])
                 await conn.execute(
                     affiliate_payouts.insert(),
                     [
@@ -335,8 +341,6 @@ class AffiliateSupervisor:
                         for p in paid
                     ],
                 )
-            if not result.ok:
-                log.warning("affiliates: paid while the books differ: %s", result.differences)
         return PayoutRun(run_id=run_id, paid=paid, carried=carried)
 
     async def reconcile(self) -> Reconciliation:
@@ -344,6 +348,7 @@ class AffiliateSupervisor:
         raises an alert on the risk hub."""
         await self.start()
         async with self.engine.connect() as conn:
+            await store.snapshot(conn)
             result = await store.reconcile(conn)
         if not result.ok:
             log.error("affiliate reconciliation: %d differences", len(result.differences))
@@ -362,15 +367,19 @@ class AffiliateSupervisor:
         now = time.time_ns() if now_ns is None else now_ns
         accrued = await self.accrue()
         yesterday = day_of(now) - datetime.timedelta(days=1)
-        written = None
         async with self.engine.connect() as conn:
-            done = await conn.scalar(
-                select(affiliate_statements.c.day)
-                .where(affiliate_statements.c.day == yesterday.isoformat())
-                .limit(1)
-            )
-        if done is None:
-            written = (await self.run_statements(yesterday)).day
+            last = await conn.scalar(select(func.max(affiliate_statements.c.day)))
+        # from the last day written (again: sales accrued since may belong to it) to yesterday,
+        # at most a month back
+        first = max(
+            datetime.date.fromisoformat(last) if last else yesterday,
+            yesterday - datetime.timedelta(days=31),
+        )
+        written = None
+        day = first
+        while day <= yesterday:
+            written = (await self.run_statements(day)).day
+            day += datetime.timedelta(days=1)
         run_id = None
         today = day_of(now)
         if today.weekday() == self.config.payout_weekday:
@@ -448,12 +457,12 @@ class _Batch:
                 elif line.reverses is not None:
                     taken = self.clawed[line.purchase_id]
                     taken[line.reverses] = taken.get(line.reverses, 0) - line.amount
+            e = sale_events.c
+            accrued_before = (e.kind == "purchase") | e.accrued_ns.is_not(None)
             for purchase_id, kind, total in await conn.execute(
-                select(
-                    sale_events.c.purchase_id, sale_events.c.kind, func.sum(sale_events.c.amount)
-                )
-                .where(sale_events.c.purchase_id.in_(part), sale_events.c.seq < sales[0].seq)
-                .group_by(sale_events.c.purchase_id, sale_events.c.kind)
+                select(e.purchase_id, e.kind, func.sum(e.amount))
+                .where(e.purchase_id.in_(part), accrued_before)  # this batch's: not yet
+                .group_by(e.purchase_id, e.kind)
             ):
                 if kind == "purchase":
                     self.purchases[purchase_id] = int(total)
@@ -698,19 +707,15 @@ def _line_of(row: Any) -> Line:
     )
 
 
-async def _advance(conn: AsyncConnection, seq: int) -> None:
-    insert = dialect_insert(conn.engine, followers).values(name=CURSOR, seq=seq)
-    await conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_={"seq": seq}))
-
-
-async def _owed(conn: AsyncConnection) -> dict[tuple[str, str], int]:
-    """What each affiliate is owed, by currency: commissions accrued less paid."""
+async def _owed(conn: AsyncConnection, as_of_ns: int) -> dict[tuple[str, str], int]:
+    """What each affiliate is owed, by currency: commissions of sales up to `as_of_ns` less
+    what was paid."""
     lines, paid = affiliate_lines.c, affiliate_payouts.c
     owed: dict[tuple[str, str], int] = defaultdict(int)
     for a, c, total in await conn.execute(
-        select(lines.affiliate_id, lines.currency, func.sum(lines.amount)).group_by(
-            lines.affiliate_id, lines.currency
-        )
+        select(lines.affiliate_id, lines.currency, func.sum(lines.amount))
+        .where(lines.ts_ns <= as_of_ns)
+        .group_by(lines.affiliate_id, lines.currency)
     ):
         owed[(a, c)] += int(total)
     for a, c, total in await conn.execute(

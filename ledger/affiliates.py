@@ -20,7 +20,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from actors.commissions import CommissionPlan, PlanInForce, Sale
-from ledger import books
 from ledger.books import Kind, LedgerAccount
 from ledger.schema import (
     affiliate_lines,
@@ -234,6 +233,13 @@ async def statement(
     )
 
 
+async def snapshot(conn: AsyncConnection) -> None:
+    """Make the connection's next transaction read one snapshot (PostgreSQL's REPEATABLE READ;
+    SQLite's transactions are serialised already). Before the connection's first statement."""
+    if conn.engine.dialect.name == "postgresql":
+        await conn.execution_options(isolation_level="REPEATABLE READ")
+
+
 class Difference(msgspec.Struct, frozen=True, kw_only=True):
     affiliate_id: str
     currency: str
@@ -255,7 +261,8 @@ class Reconciliation(msgspec.Struct, frozen=True, kw_only=True):
 
 async def reconcile(conn: AsyncConnection) -> Reconciliation:
     """Per affiliate and currency, and in total: commissions accrued minus paid equals what
-    the books say is payable. Every difference is listed."""
+    the books say is payable. Every difference is listed. Give it a connection with one
+    snapshot (`snapshot`), or a batch committing between its queries shows as a difference."""
     lines, paid = affiliate_lines.c, affiliate_payouts.c
     accrued = {
         (a, c): int(v)
@@ -274,17 +281,14 @@ async def reconcile(conn: AsyncConnection) -> Reconciliation:
         )
     }
     prefix = PAYABLE + ":"
-    ids = [
-        row.id
-        for row in await conn.execute(
-            select(ledger_accounts.c.id).where(ledger_accounts.c.id.startswith(prefix))
-        )
-    ]
-    kept = await books.balances(conn, ids)
+    a = ledger_accounts.c
     held: dict[tuple[str, str], int] = {}
-    for account_id, balance in kept.items():
-        affiliate_id = account_id[len(prefix) : -(len(balance.currency) + 1)]
-        held[(affiliate_id, balance.currency)] = balance.posted
+    for row in await conn.execute(
+        select(a.id, a.currency, a.credits_posted, a.debits_posted).where(a.id.startswith(prefix))
+    ):
+        affiliate_id = row.id[len(prefix) :].removesuffix(":" + row.currency)
+        if affiliate_id and row.id == payable(affiliate_id, row.currency):
+            held[(affiliate_id, row.currency)] = int(row.credits_posted) - int(row.debits_posted)
     keys = sorted(set(accrued) | set(out) | set(held))
     differences = [
         Difference(

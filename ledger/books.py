@@ -54,7 +54,8 @@ class LedgerAccount(msgspec.Struct, frozen=True, kw_only=True):
 
 def chart(currency: str) -> list[LedgerAccount]:
     """The firm's chart of accounts in `currency`: fee revenue, profit-split and commission
-    expenses with what is payable on them, rail fees, and cash on each rail."""
+    expenses, what is payable to traders, rail fees, and cash on each rail. What is payable to
+    each affiliate is an account of its own (`ledger/affiliates.py`)."""
 
     def account(key: str, kind: Kind, name: str) -> LedgerAccount:
         return LedgerAccount(id=f"{key}:{currency}", kind=kind, currency=currency, name=name)
@@ -64,7 +65,6 @@ def chart(currency: str) -> list[LedgerAccount]:
         account("payouts:expense", Kind.EXPENSE, "Traders' profit split"),
         account("payouts:payable", Kind.LIABILITY, "Trader payouts payable"),
         account("affiliates:expense", Kind.EXPENSE, "Affiliate commissions"),
-        account("affiliates:payable", Kind.LIABILITY, "Affiliate commissions payable"),
         account("rails:fees", Kind.EXPENSE, "Payment rail fees"),
         *(account(f"cash:{rail}", Kind.ASSET, f"Cash on {rail}") for rail in RAILS),
     ]

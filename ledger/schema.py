@@ -527,11 +527,14 @@ sale_events = Table(
     Column("reason", Text, nullable=True),
     Column("ts_ns", BigInteger, nullable=False),
     Column("recorded_ns", BigInteger, nullable=False),
+    Column("accrued_ns", BigInteger, nullable=True),
     UniqueConstraint("event_id", name="uq_sale_events_event"),
     Index("ix_sale_events_purchase", "purchase_id"),
+    Index("ix_sale_events_pending", "accrued_ns", "seq"),
 )
 """Purchases, refunds and chargebacks of challenges, in the order recorded: what the
-affiliate supervisor accrues commissions from (`event_id` makes a retry apply once)."""
+affiliate supervisor accrues commissions from (`event_id` makes a retry apply once;
+`accrued_ns` is set in the batch that accrued it)."""
 
 affiliate_lines = Table(
     "affiliate_lines",
@@ -567,6 +570,7 @@ affiliate_volumes = Table(
     Column("month", Text, primary_key=True),
     Column("currency", Text, primary_key=True),
     Column("volume", BigInteger, nullable=False),
+    Index("ix_affiliate_volumes_month", "month"),
 )
 """Each affiliate's referred purchase volume by calendar month (UTC): what its tier is."""
 

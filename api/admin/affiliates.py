@@ -41,6 +41,7 @@ from ledger.schema import (
 
 _ID = r"^[A-Za-z0-9_-]{1,64}$"
 _ID_RE = re.compile(_ID)
+_SKEW_NS = 60 * 10**9  # clocks a minute apart are not an error
 
 
 # -- commission plans ---------------------------------------------------------------------------
@@ -70,6 +71,16 @@ class CommissionPlanList(msgspec.Struct, frozen=True, kw_only=True):
 async def create_commission_plan(call: Call) -> Reply:
     body = call.body_as(CommissionPlanIn)
     now = time.time_ns()
+    if body.effective_ns is not None and body.effective_ns < now - _SKEW_NS:
+        async with call.engine.connect() as conn:
+            exists = await conn.scalar(
+                select(commission_plans.c.version)
+                .where(commission_plans.c.plan_id == body.plan_id)
+                .limit(1)
+            )
+        if exists is not None:  # purchases already commissioned would not be again
+            message = "a new version takes effect now or later, not in the past"
+            raise invalid("body", [FieldError(field="body.effective_ns", message=message)])
     for _ in range(3):  # two versions at once: the loser takes the next number
         try:
             async with call.engine.begin() as conn:
@@ -301,6 +312,9 @@ async def record_referral(call: Call) -> Reply:
         )
         if affiliate_id is None:
             raise invalid("body", [FieldError(field="body.code", message="no such code")])
+        if body.ts_ns is not None and body.ts_ns > time.time_ns() + _SKEW_NS:
+            message = "a referral is not in the future"
+            raise invalid("body", [FieldError(field="body.ts_ns", message=message)])
         touched = ReferralOut(
             trader_id=trader_id,
             affiliate_id=affiliate_id,
@@ -422,6 +436,7 @@ async def list_payouts(call: Call) -> Reply:
 
 async def get_reconciliation(call: Call) -> Reply:
     async with call.engine.connect() as conn:
+        await store.snapshot(conn)
         return Reply(await store.reconcile(conn))
 
 

@@ -100,8 +100,10 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("ts_ns", sa.BigInteger(), nullable=False),
         sa.Column("recorded_ns", sa.BigInteger(), nullable=False),
+        sa.Column("accrued_ns", sa.BigInteger(), nullable=True),
         sa.UniqueConstraint("event_id", name="uq_sale_events_event"),
     )
+    op.create_index("ix_sale_events_pending", "sale_events", ["accrued_ns", "seq"])
     op.create_index("ix_sale_events_purchase", "sale_events", ["purchase_id"])
     op.create_table(
         "affiliate_lines",
@@ -133,6 +135,7 @@ def upgrade() -> None:
         sa.Column("currency", sa.Text(), primary_key=True),
         sa.Column("volume", sa.BigInteger(), nullable=False),
     )
+    op.create_index("ix_affiliate_volumes_month", "affiliate_volumes", ["month"])
     op.create_table(
         "affiliate_payouts",
         sa.Column("id", sa.Text(), primary_key=True),

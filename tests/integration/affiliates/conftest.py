@@ -32,9 +32,7 @@ async def engine(migrated_postgres_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def supervisor(migrated_postgres_url: str, engine: AsyncEngine) -> AsyncIterator[Any]:
-    found = AffiliateSupervisor(
-        migrated_postgres_url, AffiliateConfig(settle_s=0, tick_s=0, min_payout=10_00)
-    )
+    found = AffiliateSupervisor(migrated_postgres_url, AffiliateConfig(tick_s=0, min_payout=10_00))
     yield found
     await found.close()
 

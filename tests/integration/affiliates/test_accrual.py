@@ -171,9 +171,7 @@ async def test_sub_affiliates_earn_their_parents_an_override_to_the_configured_d
     await affiliate(engine, "aff-c", "child", parent="aff-p")
     await trader(engine, "tc", "code-aff-c", NOV_1)
     await sale(engine, "pc", "purchase", "pur-c", "tc", 1_000_00, NOV_1 + DAY)
-    shallow = AffiliateSupervisor(
-        migrated_postgres_url, AffiliateConfig(settle_s=0, tick_s=0, max_depth=2)
-    )
+    shallow = AffiliateSupervisor(migrated_postgres_url, AffiliateConfig(tick_s=0, max_depth=2))
     try:
         await shallow.accrue()
     finally:
@@ -259,10 +257,39 @@ async def test_attribution_credits_the_first_or_last_touch_within_the_window(
             )
     await sale(engine, "pw", "purchase", "pur-w", "tw", 100_00, buy_ns)
     picked = AffiliateSupervisor(
-        migrated_postgres_url, AffiliateConfig(settle_s=0, tick_s=0, window_days=30, model=model)
+        migrated_postgres_url, AffiliateConfig(tick_s=0, window_days=30, model=model)
     )
     try:
         await picked.accrue()
     finally:
         await picked.close()
     assert [a for a, *_ in await lines(engine)] == [credited]
+
+
+async def test_an_event_whose_transaction_commits_late_is_accrued_by_a_later_batch(
+    engine: AsyncEngine, supervisor: AffiliateSupervisor
+) -> None:
+    await plan(engine, "flat", CommissionPlan(currency="USD"))
+    await affiliate(engine, "aff-l", "flat")
+    for name in ("slow", "fast"):
+        await trader(engine, name, "code-aff-l", NOV_1)
+    async with engine.connect() as slow:
+        transaction = await slow.begin()  # takes the lower seq, commits last
+        await store.record_sale(
+            slow,
+            store.SaleIn(
+                event_id="p-slow",
+                kind="purchase",
+                purchase_id="pur-slow",
+                trader_id="slow",
+                amount=100_00,
+                currency="USD",
+                ts_ns=NOV_1 + DAY,
+            ),
+        )
+        await sale(engine, "p-fast", "purchase", "pur-fast", "fast", 200_00, NOV_1 + DAY)
+        assert (await supervisor.accrue()).events == 1  # the committed one
+        await transaction.commit()
+    assert (await supervisor.accrue()).events == 1  # the late one, not skipped
+    assert sorted(a for *_, a in await lines(engine)) == [10_00, 20_00]
+    await reconciled(engine)

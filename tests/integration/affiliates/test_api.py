@@ -31,9 +31,7 @@ pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.postgres]
 async def test_a_partner_programme_from_plan_to_payout_over_http(
     engine: AsyncEngine, migrated_postgres_url: str
 ) -> None:
-    handle = start_affiliates(
-        migrated_postgres_url, AffiliateConfig(settle_s=0, tick_s=0, min_payout=5_00)
-    )
+    handle = start_affiliates(migrated_postgres_url, AffiliateConfig(tick_s=0, min_payout=5_00))
     try:
         async with serve(engine, affiliates=handle) as api:
             await _programme(api, engine)
@@ -209,9 +207,7 @@ async def test_a_difference_with_the_books_raises_an_alert_on_the_risk_hub(
     await trader(engine, "tm", "code-aff-m", NOV_1)
     await sale(engine, "pm", "purchase", "pur-m", "tm", 300_00, NOV_1 + DAY)
     hub = RemoteRiskHub.remote(migrated_postgres_url, HubConfig())
-    supervisor = AffiliateSupervisor(
-        migrated_postgres_url, AffiliateConfig(settle_s=0, tick_s=0), hub=hub
-    )
+    supervisor = AffiliateSupervisor(migrated_postgres_url, AffiliateConfig(tick_s=0), hub=hub)
     try:
         await supervisor.accrue()
         assert (await supervisor.reconcile()).ok

@@ -68,7 +68,7 @@ def test_a_random_month_reconciles_to_the_cent(
 
 async def _month(url: str, month: list[tuple[str, int, int]]) -> None:
     engine = create_engine(url)
-    supervisor = AffiliateSupervisor(url, AffiliateConfig(settle_s=0, tick_s=0, min_payout=20_00))
+    supervisor = AffiliateSupervisor(url, AffiliateConfig(tick_s=0, min_payout=20_00))
     try:
         for plan_id, body in PLANS.items():
             await plan(engine, plan_id, body)
