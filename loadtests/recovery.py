@@ -174,6 +174,12 @@ async def _outcome(runtime: Runtime, database_url: str, fault: str, seconds: flo
 def compare(clean: Outcome, faulty: Outcome) -> Comparison:
     """Where the faulty run ended differently from the clean one (nothing, if recovery works)."""
     names = sorted(set(clean.accounts) | set(faulty.accounts))
+    # A frozen account's last event can be the platform's confirmation of the freeze, stamped
+    # with the platform's clock when it carried the freeze out: later in a run the fault delayed.
+    frozen = set(clean.frozen) & set(faulty.frozen)
+    for outcome in (clean, faulty):
+        for account in frozen:
+            outcome.accounts.get(account, {}).pop("last_event_ns", None)
     different = [a for a in names if clean.accounts.get(a) != faulty.accounts.get(a)]
     only_clean = set(clean.journal_ids) - set(faulty.journal_ids)
     only_faulty = set(faulty.journal_ids) - set(clean.journal_ids)
