@@ -83,6 +83,14 @@ class Accrued(msgspec.Struct, frozen=True, kw_only=True):
     excluded: list[str]  # traders whose referral was flagged and excluded
     skipped: list[str]  # events no commission could be computed for (named in the log)
 
+    def plus(self, other: Accrued) -> Accrued:
+        return Accrued(
+            events=self.events + other.events,
+            lines=self.lines + other.lines,
+            excluded=self.excluded + other.excluded,
+            skipped=self.skipped + other.skipped,
+        )
+
 
 class StatementRun(msgspec.Struct, frozen=True, kw_only=True):
     day: str
@@ -153,12 +161,7 @@ class AffiliateSupervisor:
         while True:
             async with self.working:
                 done = await self._batch()
-            total = Accrued(
-                events=total.events + done.events,
-                lines=total.lines + done.lines,
-                excluded=total.excluded + done.excluded,
-                skipped=total.skipped + done.skipped,
-            )
+            total = total.plus(done)
             if not until_idle or done.events < self.config.batch:
                 return total
 
@@ -208,20 +211,8 @@ class AffiliateSupervisor:
         label = day.isoformat()
         lines, paid = affiliate_lines.c, affiliate_payouts.c
         async with self.working, self.engine.begin() as conn:
-            before: dict[tuple[str, str], int] = defaultdict(int)
+            before = await store.owed(conn, before_day=label)
             today: dict[tuple[str, str], list[int]] = {}
-            for a, c, total in await conn.execute(
-                select(lines.affiliate_id, lines.currency, func.sum(lines.amount))
-                .where(lines.day < label)
-                .group_by(lines.affiliate_id, lines.currency)
-            ):
-                before[(a, c)] += int(total)
-            for a, c, total in await conn.execute(
-                select(paid.affiliate_id, paid.currency, func.sum(paid.amount))
-                .where(paid.day < label)
-                .group_by(paid.affiliate_id, paid.currency)
-            ):
-                before[(a, c)] -= int(total)
             for a, c, earned, clawed, count in await conn.execute(
                 select(
                     lines.affiliate_id,
@@ -293,7 +284,7 @@ class AffiliateSupervisor:
                     )
                 )
             }
-            owed = await _owed(conn, now)
+            owed = await store.owed(conn, as_of_ns=now)
             differ = {(d.affiliate_id, d.currency) for d in result.differences}
             paid, moves, carried = [], [], 0
             for (affiliate_id, currency), amount in sorted(owed.items()):
@@ -705,26 +696,6 @@ def _line_of(row: Any) -> Line:
         ts_ns=int(row.ts_ns),
         reverses=row.reverses,
     )
-
-
-async def _owed(conn: AsyncConnection, as_of_ns: int) -> dict[tuple[str, str], int]:
-    """What each affiliate is owed, by currency: commissions of sales up to `as_of_ns` less
-    what was paid."""
-    lines, paid = affiliate_lines.c, affiliate_payouts.c
-    owed: dict[tuple[str, str], int] = defaultdict(int)
-    for a, c, total in await conn.execute(
-        select(lines.affiliate_id, lines.currency, func.sum(lines.amount))
-        .where(lines.ts_ns <= as_of_ns)
-        .group_by(lines.affiliate_id, lines.currency)
-    ):
-        owed[(a, c)] += int(total)
-    for a, c, total in await conn.execute(
-        select(paid.affiliate_id, paid.currency, func.sum(paid.amount)).group_by(
-            paid.affiliate_id, paid.currency
-        )
-    ):
-        owed[(a, c)] -= int(total)
-    return dict(owed)
 
 
 async def _run(conn: AsyncConnection, run_id: str) -> list[PaidOut]:

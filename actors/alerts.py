@@ -409,46 +409,61 @@ class AlertEngine:
         self, trader_id: str, tier: str, requested_ns: int, deadline_ns: int, now_ns: int
     ) -> list[Alert]:
         """A KYC case escalated: one alert per rule and request, however often it is told."""
-        raised: list[Alert] = []
-        for rule in self._of(KycOverdue):
-            key = f"{rule.id}:{trader_id}:{requested_ns}"
-            if self._once(key):
-                late_h = (now_ns - deadline_ns) / 3.6e12
-                raised.append(
-                    self._alert(
-                        rule,
-                        key,
-                        now_ns,
-                        f"kyc:{tier}",
-                        late_h,
-                        0.0,
-                        f"trader {trader_id} is not verified to {tier} by its deadline "
-                        f"({late_h:.1f} h late): payouts held",
-                        None,
-                        trader_id,
-                    )
-                )
-        return raised
+        late_h = (now_ns - deadline_ns) / 3.6e12
+        message = (
+            f"trader {trader_id} is not verified to {tier} by its deadline "
+            f"({late_h:.1f} h late): payouts held"
+        )
+        return self._once_per_rule(
+            KycOverdue,
+            f"{trader_id}:{requested_ns}",
+            now_ns,
+            f"kyc:{tier}",
+            late_h,
+            0.0,
+            message,
+            trader_id,
+        )
 
     def on_affiliate_mismatch(
         self, affiliate_id: str, currency: str, expected: int, books: int, now_ns: int
     ) -> list[Alert]:
         """An affiliate's balance differs from the books: one alert per rule and difference
         (the same difference found again raises nothing new)."""
+        message = (
+            f"affiliate {affiliate_id}: accrued less paid is {expected} minor units "
+            f"of {currency}, the books say {books}"
+        )
+        return self._once_per_rule(
+            AffiliateReconciliation,
+            f"{affiliate_id}:{currency}:{expected}:{books}",
+            now_ns,
+            f"affiliate:{affiliate_id}",
+            float(books),
+            float(expected),
+            message,
+        )
+
+    def _once_per_rule(
+        self,
+        kind: type[Condition],
+        subject_key: str,
+        now_ns: int,
+        subject: str,
+        value: float,
+        threshold: float,
+        message: str,
+        trader_id: str | None = None,
+    ) -> list[Alert]:
+        """A one-off event from outside the shards: an alert per rule of `kind`, once per
+        `subject_key`."""
         raised: list[Alert] = []
-        for rule in self._of(AffiliateReconciliation):
-            key = f"{rule.id}:{affiliate_id}:{currency}:{expected}:{books}"
+        for rule in self._of(kind):
+            key = f"{rule.id}:{subject_key}"
             if self._once(key):
                 raised.append(
                     self._alert(
-                        rule,
-                        key,
-                        now_ns,
-                        f"affiliate:{affiliate_id}",
-                        float(books),
-                        float(expected),
-                        f"affiliate {affiliate_id}: accrued less paid is {expected} minor units "
-                        f"of {currency}, the books say {books}",
+                        rule, key, now_ns, subject, value, threshold, message, None, trader_id
                     )
                 )
         return raised

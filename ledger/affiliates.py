@@ -126,6 +126,57 @@ def in_force(versions: list[tuple[int, PlanInForce]], ts_ns: int) -> PlanInForce
     return chosen
 
 
+Totals = dict[tuple[str, str], int]
+"""Amounts by (affiliate, currency)."""
+
+
+async def totals(
+    conn: AsyncConnection,
+    table: Any,
+    *,
+    before_day: str | None = None,
+    as_of_ns: int | None = None,
+    affiliate_id: str | None = None,
+) -> Totals:
+    """The sum of `table`'s amounts (commission lines or payouts) by affiliate and currency:
+    of days before `before_day`, of times up to `as_of_ns`, of one affiliate, as given."""
+    c = table.c
+    query = select(c.affiliate_id, c.currency, func.sum(c.amount)).group_by(
+        c.affiliate_id, c.currency
+    )
+    if before_day is not None:
+        query = query.where(c.day < before_day)
+    if as_of_ns is not None:
+        query = query.where(c.ts_ns <= as_of_ns)
+    if affiliate_id is not None:
+        query = query.where(c.affiliate_id == affiliate_id)
+    return {(a, cur): int(v) for a, cur, v in await conn.execute(query)}
+
+
+async def owed(
+    conn: AsyncConnection,
+    *,
+    before_day: str | None = None,
+    as_of_ns: int | None = None,
+    affiliate_id: str | None = None,
+) -> Totals:
+    """What each affiliate is owed by currency: commission lines less payouts (lines up to
+    `as_of_ns` if given; both before `before_day` if given)."""
+    found = dict(
+        await totals(
+            conn,
+            affiliate_lines,
+            before_day=before_day,
+            as_of_ns=as_of_ns,
+            affiliate_id=affiliate_id,
+        )
+    )
+    paid = await totals(conn, affiliate_payouts, before_day=before_day, affiliate_id=affiliate_id)
+    for key, amount in paid.items():
+        found[key] = found.get(key, 0) - amount
+    return found
+
+
 class Day(msgspec.Struct, frozen=True, kw_only=True):
     day: str
     opening: int
@@ -161,16 +212,7 @@ async def statement(
     end."""
     first, last = start.isoformat(), end.isoformat()
     lines, paid = affiliate_lines.c, affiliate_payouts.c
-    opening_lines = await conn.scalar(
-        select(func.coalesce(func.sum(lines.amount), 0)).where(
-            lines.affiliate_id == affiliate_id, lines.currency == currency, lines.day < first
-        )
-    )
-    opening_paid = await conn.scalar(
-        select(func.coalesce(func.sum(paid.amount), 0)).where(
-            paid.affiliate_id == affiliate_id, paid.currency == currency, paid.day < first
-        )
-    )
+    before = await owed(conn, before_day=first, affiliate_id=affiliate_id)
     by_day: dict[str, list[int]] = {}
     earned_q = (
         select(
@@ -201,7 +243,7 @@ async def statement(
     )
     for day, amount in await conn.execute(paid_q):
         by_day.setdefault(day, [0, 0, 0, 0])[2] = int(amount)
-    balance = int(opening_lines or 0) - int(opening_paid or 0)
+    balance = before.get((affiliate_id, currency), 0)
     opening = balance
     days = []
     for day in sorted(by_day):
@@ -263,23 +305,8 @@ async def reconcile(conn: AsyncConnection) -> Reconciliation:
     """Per affiliate and currency, and in total: commissions accrued minus paid equals what
     the books say is payable. Every difference is listed. Give it a connection with one
     snapshot (`snapshot`), or a batch committing between its queries shows as a difference."""
-    lines, paid = affiliate_lines.c, affiliate_payouts.c
-    accrued = {
-        (a, c): int(v)
-        for a, c, v in await conn.execute(
-            select(lines.affiliate_id, lines.currency, func.sum(lines.amount)).group_by(
-                lines.affiliate_id, lines.currency
-            )
-        )
-    }
-    out = {
-        (a, c): int(v)
-        for a, c, v in await conn.execute(
-            select(paid.affiliate_id, paid.currency, func.sum(paid.amount)).group_by(
-                paid.affiliate_id, paid.currency
-            )
-        )
-    }
+    accrued = await totals(conn, affiliate_lines)
+    out = await totals(conn, affiliate_payouts)
     prefix = PAYABLE + ":"
     a = ledger_accounts.c
     held: dict[tuple[str, str], int] = {}
@@ -313,21 +340,7 @@ async def reconcile(conn: AsyncConnection) -> Reconciliation:
 
 async def reconcile_one(conn: AsyncConnection, affiliate_id: str) -> dict[str, int]:
     """What the affiliate is owed by currency: commissions accrued less paid."""
-    lines, paid = affiliate_lines.c, affiliate_payouts.c
-    owed: dict[str, int] = {}
-    for currency, total in await conn.execute(
-        select(lines.currency, func.sum(lines.amount))
-        .where(lines.affiliate_id == affiliate_id)
-        .group_by(lines.currency)
-    ):
-        owed[currency] = owed.get(currency, 0) + int(total)
-    for currency, total in await conn.execute(
-        select(paid.currency, func.sum(paid.amount))
-        .where(paid.affiliate_id == affiliate_id)
-        .group_by(paid.currency)
-    ):
-        owed[currency] = owed.get(currency, 0) - int(total)
-    return owed
+    return {c: v for (_, c), v in (await owed(conn, affiliate_id=affiliate_id)).items()}
 
 
 def _by_currency(items: Iterable[tuple[tuple[str, str], int]]) -> dict[str, int]:

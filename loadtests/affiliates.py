@@ -217,12 +217,7 @@ async def accrue(url: str, supervisor: AffiliateSupervisor) -> Accrued:
     try:
         while True:
             done = await supervisor.accrue(until_idle=False)
-            total = Accrued(
-                events=total.events + done.events,
-                lines=total.lines + done.lines,
-                excluded=total.excluded + done.excluded,
-                skipped=total.skipped + done.skipped,
-            )
+            total = total.plus(done)
             since += done.events
             if since >= ANALYZE_EVERY:
                 await conn.execute(
